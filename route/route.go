@@ -226,7 +226,7 @@ func New(routes []Route, backends []*Backend, def *Route) (*Snapshot, []Conflict
 	tables := make(map[string]*HostTable)
 	for i := range routes {
 		r := routes[i] // copy: the snapshot owns its routes
-		r.Host = strings.ToLower(r.Host)
+		r.Host = strings.TrimSuffix(strings.ToLower(r.Host), ".")
 		if r.Type == Prefix {
 			r.key = PrefixKey(r.Path)
 		} else {
@@ -278,13 +278,19 @@ func New(routes []Route, backends []*Backend, def *Route) (*Snapshot, []Conflict
 // backends instead of s.Backends. backends must have the same length and
 // order (same Namespace/Service/Port at each index); only their endpoints
 // and errors may differ. Version and Built are left for the caller to set.
+//
+// A Backend pointer that s also holds at the same index is treated as
+// unchanged (snapshots are immutable); every other Backend is hashed afresh,
+// so a Backend built by copying an older one still changes the hash when its
+// Addrs or Error differ.
 func (s *Snapshot) WithBackends(backends []*Backend) *Snapshot {
 	n := *s
 	n.Backends = backends
-	for _, b := range backends {
-		if b.hash == 0 {
-			b.hash = b.computeHash()
+	for i, b := range backends {
+		if i < len(s.Backends) && s.Backends[i] == b {
+			continue
 		}
+		b.hash = b.computeHash()
 	}
 	n.hash = n.combineHash()
 	return &n
@@ -309,13 +315,21 @@ func (s *Snapshot) Hosts() []*HostTable { return s.hosts }
 // the host is chosen first (exact, then a wildcard matching exactly one
 // label, then hostless rules), then the longest matching path of that host;
 // when no path of the chosen host matches, the default backend answers.
-// Match does not allocate.
+// A host longer than MaxHostLen after stripping its port and trailing dot is
+// not a DNS name: it matches only hostless rules. Match is safe on a nil
+// Snapshot (it returns nil) and does not allocate.
 func (s *Snapshot) Match(host, path []byte) *Route {
+	if s == nil {
+		return nil
+	}
 	if len(path) == 0 {
 		path = slashPath
 	}
-	var buf [256]byte
-	h := normalizeHost(host, buf[:0])
+	var buf [MaxHostLen]byte
+	h, ok := lowerHost(trimHost(host), &buf)
+	if !ok {
+		h = nil
+	}
 	if t := s.tableFor(h); t != nil {
 		if r := t.match(path); r != nil {
 			return r
@@ -323,6 +337,10 @@ func (s *Snapshot) Match(host, path []byte) *Route {
 	}
 	return s.Default
 }
+
+// MaxHostLen is the longest host Match looks up in the host tables: a DNS
+// name has at most 253 characters, so 256 leaves room to spare.
+const MaxHostLen = 256
 
 var slashPath = []byte("/")
 
@@ -342,13 +360,27 @@ func (s *Snapshot) tableFor(h []byte) *HostTable {
 	return s.hostless
 }
 
-// NormalizeHost lower-cases a Host header value and strips its port and a
-// trailing dot. It appends to dst and returns the result; hosts longer than
-// cap(dst) are returned as they are in host when no change is needed.
+// NormalizeHost lower-cases a Host header value and strips its port
+// (including after an IPv6 literal, "[::1]:80") and one trailing dot. When
+// no letter needs lower-casing it returns a sub-slice of host and leaves dst
+// alone; otherwise it writes the result into dst[:0], growing it when
+// cap(dst) is too small, and returns that.
 func NormalizeHost(host []byte, dst []byte) []byte { return normalizeHost(host, dst) }
 
 func normalizeHost(host []byte, dst []byte) []byte {
-	h := host
+	h := trimHost(host)
+	if !hasUpper(h) {
+		return h
+	}
+	dst = dst[:0]
+	for _, c := range h {
+		dst = append(dst, lower(c))
+	}
+	return dst
+}
+
+// trimHost strips the port and one trailing dot from a Host header value.
+func trimHost(h []byte) []byte {
 	if len(h) > 0 && h[0] == '[' { // IPv6 literal, "[::1]:8080"
 		if i := indexByte(h, ']'); i > 0 {
 			h = h[:i+1]
@@ -359,24 +391,38 @@ func normalizeHost(host []byte, dst []byte) []byte {
 	if len(h) > 0 && h[len(h)-1] == '.' {
 		h = h[:len(h)-1]
 	}
-	upper := false
+	return h
+}
+
+// lowerHost returns h lower-cased, using buf when a copy is needed. It
+// reports false, without allocating, when h is longer than buf.
+func lowerHost(h []byte, buf *[MaxHostLen]byte) ([]byte, bool) {
+	if len(h) > len(buf) {
+		return nil, false
+	}
+	if !hasUpper(h) {
+		return h, true
+	}
+	for i, c := range h {
+		buf[i] = lower(c)
+	}
+	return buf[:len(h)], true
+}
+
+func hasUpper(h []byte) bool {
 	for _, c := range h {
 		if 'A' <= c && c <= 'Z' {
-			upper = true
-			break
+			return true
 		}
 	}
-	if !upper {
-		return h
+	return false
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
 	}
-	dst = dst[:0]
-	for _, c := range h {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-	}
-	return dst
+	return c
 }
 
 func indexByte(b []byte, c byte) int {

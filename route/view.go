@@ -1,0 +1,107 @@
+package route
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// View is a JSON-friendly, deterministic description of a Snapshot for
+// operators (the admin /routes endpoint). It copies what it shows, so it may
+// be kept, encoded and modified freely.
+type View struct {
+	Version uint64 `json:"version"`
+	// Hash is Snapshot.Hash as 16 lower-case hex digits.
+	Hash string `json:"hash"`
+	// Built is Snapshot.Built in UTC, RFC 3339 with nanoseconds.
+	Built string `json:"built"`
+	// Hosts are sorted by host; hostless rules are under host "".
+	Hosts []HostView `json:"hosts"`
+	// Default is the default backend route, nil when there is none.
+	Default *RouteView `json:"default"`
+	// Backends are sorted by ID.
+	Backends []BackendView `json:"backends"`
+}
+
+// HostView is the rules of one host in precedence order (the order Match
+// tries them).
+type HostView struct {
+	Host   string      `json:"host"`
+	Routes []RouteView `json:"routes"`
+}
+
+// RouteView is one rule.
+type RouteView struct {
+	Path string `json:"path"`
+	// Type is "Exact" or "Prefix".
+	Type string `json:"type"`
+	// Ingress is "namespace/name".
+	Ingress string `json:"ingress"`
+	// Backend is the BackendView.ID the rule routes to ("" if the index is
+	// out of range, which New's callers must not produce).
+	Backend string `json:"backend"`
+}
+
+// BackendView is one backend with its endpoint addresses at build (or
+// WithBackends) time.
+type BackendView struct {
+	// ID is "namespace/service:port".
+	ID string `json:"id"`
+	// Service is "namespace/service".
+	Service string `json:"service"`
+	Port    string `json:"port"`
+	Error   string `json:"error"`
+	// Endpoints are the ready addresses, sorted; never null.
+	Endpoints []string `json:"endpoints"`
+}
+
+// View describes s for operators. It walks the whole snapshot and allocates:
+// call it on the admin path only, never per proxied request.
+func (s *Snapshot) View() View {
+	v := View{
+		Version:  s.Version,
+		Hash:     fmt.Sprintf("%016x", s.hash),
+		Built:    s.Built.UTC().Format(time.RFC3339Nano),
+		Hosts:    make([]HostView, 0, len(s.hosts)),
+		Backends: make([]BackendView, 0, len(s.Backends)),
+	}
+	for _, t := range s.hosts {
+		hv := HostView{Host: t.Host, Routes: make([]RouteView, 0, len(t.Routes))}
+		for _, r := range t.Routes {
+			hv.Routes = append(hv.Routes, s.routeView(r))
+		}
+		v.Hosts = append(v.Hosts, hv)
+	}
+	if s.Default != nil {
+		d := s.routeView(s.Default)
+		v.Default = &d
+	}
+	for _, b := range s.Backends {
+		if b == nil {
+			continue
+		}
+		eps := slices.Clone(b.Addrs)
+		if eps == nil {
+			eps = []string{}
+		}
+		slices.Sort(eps)
+		v.Backends = append(v.Backends, BackendView{
+			ID:        b.ID(),
+			Service:   b.Namespace + "/" + b.Service,
+			Port:      b.Port,
+			Error:     b.Error,
+			Endpoints: eps,
+		})
+	}
+	slices.SortStableFunc(v.Backends, func(a, b BackendView) int { return cmp.Compare(a.ID, b.ID) })
+	return v
+}
+
+func (s *Snapshot) routeView(r *Route) RouteView {
+	rv := RouteView{Path: r.Path, Type: r.Type.String(), Ingress: r.Ingress.String()}
+	if r.Backend >= 0 && r.Backend < len(s.Backends) && s.Backends[r.Backend] != nil {
+		rv.Backend = s.Backends[r.Backend].ID()
+	}
+	return rv
+}

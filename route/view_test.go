@@ -1,0 +1,135 @@
+package route
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata golden files")
+
+func viewSnapshot() *Snapshot {
+	backends := []*Backend{
+		{Namespace: "shop", Service: "web", Port: "80", Addrs: []string{"10.1.2.4:8080", "10.1.2.3:8080"}},
+		{Namespace: "shop", Service: "api", Port: "http", Addrs: []string{"10.1.3.1:9000"}},
+		{Namespace: "shop", Service: "gone", Port: "80", Error: `service "shop/gone" not found`},
+		{Namespace: "default", Service: "fallback", Port: "80", Addrs: []string{"[fd00::1]:8080"}},
+	}
+	routes := []Route{
+		{Host: "shop.example.com", Path: "/", Type: Prefix, Ingress: IngressRef{"shop", "web"}, Backend: 0},
+		{Host: "shop.example.com", Path: "/api/", Type: Prefix, Ingress: IngressRef{"shop", "api"}, Backend: 1},
+		{Host: "shop.example.com", Path: "/healthz", Type: Exact, Ingress: IngressRef{"shop", "api"}, Backend: 1},
+		{Host: "*.example.com", Path: "/old", Type: Prefix, Ingress: IngressRef{"shop", "gone"}, Backend: 2},
+		{Host: "", Path: "/", Type: Prefix, Ingress: IngressRef{"default", "catch-all"}, Backend: 3},
+	}
+	def := &Route{Ingress: IngressRef{"default", "catch-all"}, Backend: 3}
+	s, _ := New(routes, backends, def)
+	s.Version = 42
+	s.Built = time.Date(2026, 3, 4, 5, 6, 7, 890, time.FixedZone("CET", 3600))
+	return s
+}
+
+// TestViewGolden checks the JSON served on /routes against
+// testdata/view.golden.json; run with -update to rewrite it.
+func TestViewGolden(t *testing.T) {
+	t.Parallel()
+	got, err := json.MarshalIndent(viewSnapshot().View(), "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, '\n')
+	golden := filepath.Join("testdata", "view.golden.json")
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -run TestViewGolden -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("View JSON differs from %s:\n%s", golden, got)
+	}
+}
+
+func TestView(t *testing.T) {
+	t.Parallel()
+	s := viewSnapshot()
+	v := s.View()
+	if v.Version != 42 || v.Built != "2026-03-04T04:06:07.00000089Z" {
+		t.Errorf("version/built = %d %q", v.Version, v.Built)
+	}
+	if len(v.Hash) != 16 {
+		t.Errorf("hash %q is not 16 hex digits", v.Hash)
+	}
+	var hosts []string
+	for _, h := range v.Hosts {
+		hosts = append(hosts, h.Host)
+	}
+	if want := []string{"", "*.example.com", "shop.example.com"}; !equalStrings(hosts, want) {
+		t.Errorf("hosts = %q, want %q", hosts, want)
+	}
+	shop := v.Hosts[2].Routes
+	if len(shop) != 3 || shop[0].Path != "/healthz" || shop[0].Type != "Exact" || shop[0].Backend != "shop/api:http" ||
+		shop[1].Path != "/api/" || shop[2].Path != "/" || shop[2].Ingress != "shop/web" {
+		t.Errorf("shop routes not in precedence order: %+v", shop)
+	}
+	if v.Default == nil || v.Default.Backend != "default/fallback:80" {
+		t.Errorf("default = %+v", v.Default)
+	}
+	var ids []string
+	for _, b := range v.Backends {
+		ids = append(ids, b.ID)
+	}
+	if want := []string{"default/fallback:80", "shop/api:http", "shop/gone:80", "shop/web:80"}; !equalStrings(ids, want) {
+		t.Errorf("backend ids = %q, want sorted %q", ids, want)
+	}
+	web := v.Backends[3]
+	if web.Service != "shop/web" || web.Port != "80" || !equalStrings(web.Endpoints, []string{"10.1.2.3:8080", "10.1.2.4:8080"}) {
+		t.Errorf("web backend = %+v", web)
+	}
+	if s.Backends[0].Addrs[0] != "10.1.2.4:8080" {
+		t.Error("View sorted the snapshot's own Addrs")
+	}
+	gone := v.Backends[2]
+	if gone.Error == "" || gone.Endpoints == nil {
+		t.Errorf("gone backend = %+v (endpoints must be [] not null)", gone)
+	}
+
+	// Same snapshot, same bytes.
+	a, _ := json.Marshal(s.View())
+	b, _ := json.Marshal(s.View())
+	if !bytes.Equal(a, b) {
+		t.Error("View is not deterministic")
+	}
+}
+
+func TestViewEmpty(t *testing.T) {
+	t.Parallel()
+	s, _ := New(nil, nil, nil)
+	got, err := json.Marshal(s.View())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"version":0,"hash":"` + s.View().Hash + `","built":"0001-01-01T00:00:00Z","hosts":[],"default":null,"backends":[]}`
+	if string(got) != want {
+		t.Errorf("empty view = %s, want %s", got, want)
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
