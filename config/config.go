@@ -1,0 +1,269 @@
+// Package config owns edgegate's TOML file format: the file structs, their
+// documented defaults, strict decoding and validation. It is separate from the
+// runtime Config types of each package (proxy.Config, discovery.Config ...) so
+// that the file format can stay stable while those change.
+//
+// Decoding is strict: unknown sections and keys, values of the wrong TOML type
+// and invalid values are all errors, and every problem in a file is reported
+// at once as an *Error whose Problems carry the file name and line.
+//
+// Relative paths in the file (kubernetes.kubeconfig, kubernetes.token_file,
+// kubernetes.ca_file) are resolved against the directory of the config file.
+// Files are not opened here: a file that names a missing kubeconfig is valid,
+// and fails later when the gateway starts.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config is the whole gateway.toml file. The zero value is not useful: start
+// from Default (Parse and Load do) and override.
+type Config struct {
+	Kubernetes KubernetesConfig `toml:"kubernetes"`
+	HTTP       HTTPConfig       `toml:"http"`
+	HTTPS      HTTPSConfig      `toml:"https"`
+	Upstream   UpstreamConfig   `toml:"upstream"`
+	Admin      AdminConfig      `toml:"admin"`
+	Balancer   BalancerConfig   `toml:"balancer"`
+	Cluster    ClusterConfig    `toml:"cluster"`
+	ACME       ACMEConfig       `toml:"acme"`
+	Log        LogConfig        `toml:"log"`
+}
+
+// KubernetesConfig is the [kubernetes] section: how to reach the API server
+// and which objects to serve. Exactly one of Kubeconfig and Server is set.
+type KubernetesConfig struct {
+	// Kubeconfig is the path of a kubeconfig file. Relative paths are
+	// resolved against the config file's directory. Default "".
+	Kubeconfig string `toml:"kubeconfig"`
+
+	// Context is the kubeconfig context to use; "" means the file's
+	// current-context. Only with Kubeconfig. Default "".
+	Context string `toml:"context"`
+
+	// Server is the API server URL (https://host:6443), the alternative to
+	// Kubeconfig. Default "".
+	Server string `toml:"server"`
+
+	// TokenFile is a file holding the bearer token sent to Server (read again
+	// when it changes, so projected tokens work). Only with Server; without
+	// it requests are anonymous. Relative to the config file. Default "".
+	TokenFile string `toml:"token_file"`
+
+	// CAFile is the PEM bundle that verifies Server's certificate. Required
+	// with an https Server: there is deliberately no way to skip
+	// verification. Relative to the config file. Default "".
+	CAFile string `toml:"ca_file"`
+
+	// IngressClass is the IngressClass name this gateway serves. Default
+	// "edgegate".
+	IngressClass string `toml:"ingress_class"`
+
+	// WatchNamespaces limits the watched namespaces; empty means all.
+	// Default [].
+	WatchNamespaces []string `toml:"watch_namespaces"`
+
+	// CoalesceIdle is how long the route builder waits for quiet after a
+	// change before rebuilding. Default 3ms.
+	CoalesceIdle Duration `toml:"coalesce_idle"`
+
+	// CoalesceMax bounds that wait: a rebuild starts at most this long after
+	// the first change of a burst, however busy the API server is. Must be
+	// >= CoalesceIdle. Default 20ms.
+	CoalesceMax Duration `toml:"coalesce_max"`
+
+	// QPS is client-go's sustained request rate limit. Default 50.
+	QPS float64 `toml:"qps"`
+
+	// Burst is client-go's burst above QPS. Default 100.
+	Burst int `toml:"burst"`
+}
+
+// HTTPConfig is the [http] section: the plain-HTTP client listener.
+type HTTPConfig struct {
+	// Listen is the host:port of the HTTP listener. Default ":80".
+	Listen string `toml:"listen"`
+
+	// ReadTimeout bounds reading one whole request, headers and body;
+	// 0 means no limit. Default 60s.
+	ReadTimeout Duration `toml:"read_timeout"`
+
+	// WriteTimeout bounds writing one whole response; 0 means no limit.
+	// Default 60s.
+	WriteTimeout Duration `toml:"write_timeout"`
+
+	// IdleTimeout is how long an idle keep-alive client connection is kept.
+	// Default 120s.
+	IdleTimeout Duration `toml:"idle_timeout"`
+
+	// MaxHeaderBytes bounds the request line plus headers; larger requests
+	// get 431. Default 16384.
+	MaxHeaderBytes int `toml:"max_header_bytes"`
+
+	// ShutdownTimeout is how long, on SIGTERM, the gateway keeps serving
+	// in-flight requests after it stops accepting connections. Default 30s.
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+
+	// AccessLog logs one line per request. Default false.
+	AccessLog bool `toml:"access_log"`
+}
+
+// HTTPSConfig is the [https] section. TLS termination arrives in a later
+// release; until then Listen must stay empty.
+type HTTPSConfig struct {
+	// Listen is the host:port of the HTTPS listener; "" disables HTTPS, and
+	// any other value is rejected for now. Default "".
+	Listen string `toml:"listen"`
+}
+
+// UpstreamConfig is the [upstream] section: connections to pods.
+type UpstreamConfig struct {
+	// ConnectTimeout bounds dialing a pod; a failure answers 502.
+	// Default 5s.
+	ConnectTimeout Duration `toml:"connect_timeout"`
+
+	// ResponseTimeout bounds the wait for a pod's response headers; expiry
+	// answers 504. Default 60s.
+	ResponseTimeout Duration `toml:"response_timeout"`
+
+	// IdleTimeout is how long a pooled keep-alive connection to a pod is
+	// kept idle. Default 90s.
+	IdleTimeout Duration `toml:"idle_timeout"`
+
+	// MaxConnsPerEndpoint bounds the open connections to one pod address.
+	// Default 512.
+	MaxConnsPerEndpoint int `toml:"max_conns_per_endpoint"`
+}
+
+// AdminConfig is the [admin] section: health, metrics and debugging.
+type AdminConfig struct {
+	// Listen is the host:port of the admin listener. It must differ from
+	// http.listen. Default "127.0.0.1:9901".
+	Listen string `toml:"listen"`
+
+	// Pprof serves /debug/pprof/ on the admin listener. Default false.
+	Pprof bool `toml:"pprof"`
+}
+
+// BalancerConfig is the [balancer] section.
+type BalancerConfig struct {
+	// Policy picks an endpoint per request; only "round_robin" today.
+	// Default "round_robin".
+	Policy string `toml:"policy"`
+
+	// DrainGrace is how long a removed endpoint's connection pool and state
+	// are kept, so that in-flight requests finish and a quick return keeps
+	// its health. Default 30s.
+	DrainGrace Duration `toml:"drain_grace"`
+}
+
+// ClusterConfig is the [cluster] section, reserved for the HA tier. It has no
+// keys yet: any key in it is an unknown-key error.
+type ClusterConfig struct{}
+
+// ACMEConfig is the [acme] section, reserved for ACME. It has no keys yet:
+// any key in it is an unknown-key error.
+type ACMEConfig struct{}
+
+// LogConfig is the [log] section.
+type LogConfig struct {
+	// Level is the minimum level logged: "debug", "info", "warn" or "error".
+	// Default "info".
+	Level string `toml:"level"`
+
+	// Format is "text" (logfmt-like) or "json". Default "text".
+	Format string `toml:"format"`
+}
+
+// Default returns the configuration every file starts from. It is not valid
+// on its own: a file must at least set kubernetes.kubeconfig or
+// kubernetes.server. The shipped gateway.toml documents the same values.
+func Default() *Config {
+	return &Config{
+		Kubernetes: KubernetesConfig{
+			IngressClass:    "edgegate",
+			WatchNamespaces: []string{},                      // all namespaces
+			CoalesceIdle:    Duration(3 * time.Millisecond),  // a burst of events becomes one rebuild
+			CoalesceMax:     Duration(20 * time.Millisecond), // keeps propagation well under 100ms
+			QPS:             50,                              // client-go's default is 5, too low for a watch-heavy client
+			Burst:           100,                             // initial lists of several resource types at once
+		},
+		HTTP: HTTPConfig{
+			Listen:          ":80",
+			ReadTimeout:     Duration(60 * time.Second), // slow uploads still fit
+			WriteTimeout:    Duration(60 * time.Second),
+			IdleTimeout:     Duration(120 * time.Second), // longer than most client pools' idle time
+			MaxHeaderBytes:  16 << 10,                    // 16 KiB: large cookies fit, abuse does not
+			ShutdownTimeout: Duration(30 * time.Second),  // Kubernetes' default termination grace
+			AccessLog:       false,
+		},
+		HTTPS: HTTPSConfig{
+			Listen: "", // disabled until TLS termination lands
+		},
+		Upstream: UpstreamConfig{
+			ConnectTimeout:      Duration(5 * time.Second),  // pod IPs are one hop away: slow dials mean trouble
+			ResponseTimeout:     Duration(60 * time.Second), // time to response headers, not the whole body
+			IdleTimeout:         Duration(90 * time.Second),
+			MaxConnsPerEndpoint: 512,
+		},
+		Admin: AdminConfig{
+			Listen: "127.0.0.1:9901", // local only: metrics and pprof are not for the internet
+			Pprof:  false,
+		},
+		Balancer: BalancerConfig{
+			Policy:     PolicyRoundRobin,
+			DrainGrace: Duration(30 * time.Second), // matches the default pod termination grace
+		},
+		Log: LogConfig{
+			Level:  "info",
+			Format: "text",
+		},
+	}
+}
+
+// PolicyRoundRobin is the only balancer.policy value today.
+const PolicyRoundRobin = "round_robin"
+
+// SlogLevel returns log.level as a slog.Level (LevelInfo if it is unknown,
+// which Validate rejects).
+func (c *Config) SlogLevel() slog.Level {
+	switch c.Log.Level {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// Duration is a time.Duration written in the file as a Go duration string
+// ("5s", "250ms", "1m30s"). Negative values are rejected when decoding.
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(text []byte) error {
+	s := string(text)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use Go syntax like \"5s\")", s)
+	}
+	if v < 0 {
+		return fmt.Errorf("invalid duration %q: must not be negative", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(time.Duration(d).String()), nil
+}
+
+// String returns the duration in Go syntax.
+func (d Duration) String() string { return time.Duration(d).String() }
