@@ -1,0 +1,35 @@
+//go:build !race
+
+package proxy
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Header handling must not allocate once its buffers have grown.
+func TestHeaderRewriteAllocs(t *testing.T) {
+	req := parseReq(t, sampleReq)
+	var sc scratch
+	ip, port := []byte("192.0.2.7"), []byte("80")
+	if n := testing.AllocsPerRun(100, func() { rewriteRequest(&req.Header, &sc, ip, port) }); n != 0 {
+		t.Errorf("rewriteRequest: %v allocs/op", n)
+	}
+
+	var src, dst fasthttp.ResponseHeader
+	src.DisableNormalizing()
+	dst.DisableNormalizing()
+	raw := "HTTP/1.1 200 OK\r\nConnection: x-a\r\nx-a: 1\r\nContent-Type: text/html\r\nContent-Length: 10\r\nSet-Cookie: a=b\r\nCache-Control: no-cache\r\n\r\n"
+	if err := src.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		dst.Reset()
+		copyResponseHeader(&dst, &src, &sc)
+	}); n != 0 {
+		t.Errorf("copyResponseHeader: %v allocs/op", n)
+	}
+}

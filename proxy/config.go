@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/edgegate/edgegate/route"
+)
+
+// Config configures a Server. Zero values select the documented defaults.
+type Config struct {
+	// Listen is the address ListenAndServe listens on. Default ":80".
+	Listen string
+
+	// ReadTimeout bounds reading a request's line and headers, and, while a
+	// request body streams to the endpoint, the gap between two reads of
+	// it. Default 60s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds one write to the client: a client that stops
+	// reading a response for this long is disconnected. Default 60s.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a keep-alive
+	// client connection. Default 90s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes is the per-connection read buffer, which limits the
+	// request line plus headers; larger requests get 431. It also limits
+	// an endpoint's response headers (larger: 502). Default 16384.
+	MaxHeaderBytes int
+
+	// ConnectTimeout bounds dialling an endpoint; a failed or timed-out
+	// dial answers 502. Default 5s.
+	ConnectTimeout time.Duration
+	// ResponseTimeout bounds every wait on an endpoint: for the response
+	// headers after the request was written (expiry: 504), and between two
+	// reads of the response body or two writes of the request body.
+	// Default 60s.
+	ResponseTimeout time.Duration
+	// UpstreamIdleTimeout closes pooled endpoint connections idle this
+	// long. Keep it below the endpoints' own keep-alive timeout: a request
+	// sent on a connection the endpoint has just closed fails with 502, as
+	// the proxy does not retry. Default 90s.
+	UpstreamIdleTimeout time.Duration
+	// MaxConnsPerEndpoint caps the connections to one endpoint; a request
+	// finding them all busy gets 503. Default 512.
+	MaxConnsPerEndpoint int
+
+	// AccessLog logs one line per request at Info level.
+	AccessLog bool
+	// Logger receives the access log and recovered panics. Default
+	// slog.Default().
+	Logger *slog.Logger
+
+	// Snapshot returns the current route snapshot (an atomic load). It is
+	// called once per request and must not block; nil answers 503.
+	// Required.
+	Snapshot func() *route.Snapshot
+}
+
+// Defaults.
+const (
+	DefaultListen              = ":80"
+	DefaultReadTimeout         = 60 * time.Second
+	DefaultWriteTimeout        = 60 * time.Second
+	DefaultIdleTimeout         = 90 * time.Second
+	DefaultMaxHeaderBytes      = 16384
+	DefaultConnectTimeout      = 5 * time.Second
+	DefaultResponseTimeout     = 60 * time.Second
+	DefaultUpstreamIdleTimeout = 90 * time.Second
+	DefaultMaxConnsPerEndpoint = 512
+)
+
+// ErrNoSnapshot is returned by New when Config.Snapshot is nil.
+var ErrNoSnapshot = errors.New("proxy: config: Snapshot func is required")
+
+func (c *Config) setDefaults() error {
+	if c.Snapshot == nil {
+		return ErrNoSnapshot
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	setDur(&c.ReadTimeout, DefaultReadTimeout)
+	setDur(&c.WriteTimeout, DefaultWriteTimeout)
+	setDur(&c.IdleTimeout, DefaultIdleTimeout)
+	setDur(&c.ConnectTimeout, DefaultConnectTimeout)
+	setDur(&c.ResponseTimeout, DefaultResponseTimeout)
+	setDur(&c.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxConnsPerEndpoint <= 0 {
+		c.MaxConnsPerEndpoint = DefaultMaxConnsPerEndpoint
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+func setDur(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}

@@ -1,0 +1,169 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// conn wraps a client or endpoint connection to give it progress-based
+// timeouts: in idle mode every Read (Write) first makes sure the underlying
+// deadline is at most idle in the future, so the connection times out only
+// when no byte moved for about that long, however long the whole body takes.
+// fasthttp only knows whole-message deadlines, which would cap the size of a
+// streamed body by time.
+//
+// A conn is used by one goroutine at a time (fasthttp serves a client
+// connection on one goroutine and lends an endpoint connection to one
+// request at a time), except Close, which passes straight through.
+type conn struct {
+	net.Conn
+
+	rd, wd ioDeadline
+
+	// upstream conns stay in idle mode whatever deadline fasthttp sets;
+	// client conns leave it on SetReadDeadline (a new request's header
+	// phase) and enter it in bodyPhase.
+	upstream bool
+
+	// readFailed records that a Read returned an error since the last
+	// resetReadFailed: after a failed upstream round trip it tells a
+	// client that stopped sending its body from a failing endpoint.
+	readFailed bool
+
+	// ip and port are the client IP and the local port, formatted once
+	// per connection for X-Forwarded-For and X-Forwarded-Port.
+	ip, port []byte
+}
+
+// ioDeadline is one direction's deadline state.
+type ioDeadline struct {
+	idle  time.Duration // 0 disables idle mode
+	on    bool          // idle mode active
+	hard  time.Time     // deadline set through Set*Deadline; zero: none
+	armed time.Time     // when the underlying deadline was last set in idle mode
+}
+
+// next returns the deadline to set before an I/O call, and false when the
+// one already set is recent enough (re-arming costs a timer update, so it
+// happens at most every idle/8; the effective idle limit is thus between
+// 7/8 and all of idle).
+func (d *ioDeadline) next() (time.Time, bool) {
+	now := time.Now()
+	if !d.armed.IsZero() && now.Sub(d.armed) < d.idle/8 {
+		return time.Time{}, false
+	}
+	d.armed = now
+	t := now.Add(d.idle)
+	if !d.hard.IsZero() && d.hard.Before(t) {
+		t = d.hard
+	}
+	return t, true
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	if c.rd.on {
+		if t, ok := c.rd.next(); ok {
+			if err := c.Conn.SetReadDeadline(t); err != nil {
+				c.readFailed = true
+				return 0, err
+			}
+		}
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.readFailed = true
+	}
+	return n, err
+}
+
+func (c *conn) Write(p []byte) (int, error) {
+	if c.wd.on {
+		if t, ok := c.wd.next(); ok {
+			if err := c.Conn.SetWriteDeadline(t); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.rd.hard, c.rd.armed = t, time.Time{}
+	if !c.upstream {
+		c.rd.on = false
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.wd.hard, c.wd.armed = t, time.Time{}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// bodyPhase switches a client connection's reads to idle mode for the rest
+// of the current request: the header-phase deadline no longer applies.
+func (c *conn) bodyPhase() {
+	if c.rd.idle <= 0 {
+		return
+	}
+	c.rd.on, c.rd.hard, c.rd.armed = true, time.Time{}, time.Time{}
+}
+
+func newClientConn(nc net.Conn, readIdle, writeIdle time.Duration) *conn {
+	c := &conn{Conn: nc}
+	c.rd.idle = readIdle
+	c.wd.idle = writeIdle
+	c.wd.on = writeIdle > 0
+	if ap, ok := addrPort(nc.RemoteAddr()); ok {
+		c.ip = ap.Addr().Unmap().AppendTo(nil)
+	}
+	if ap, ok := addrPort(nc.LocalAddr()); ok {
+		c.port = strconv.AppendUint(nil, uint64(ap.Port()), 10)
+	}
+	return c
+}
+
+func newUpstreamConn(nc net.Conn, idle time.Duration) *conn {
+	c := &conn{Conn: nc, upstream: true}
+	c.rd.idle, c.wd.idle = idle, idle
+	c.rd.on, c.wd.on = idle > 0, idle > 0
+	return c
+}
+
+// addrPort extracts IP and port from a TCP address (or anything whose
+// String is "ip:port", as test listeners use).
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	switch a := a.(type) {
+	case nil:
+		return netip.AddrPort{}, false
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		return ap, ap.IsValid()
+	default:
+		ap, err := netip.ParseAddrPort(a.String())
+		return ap, err == nil
+	}
+}
+
+// listener wraps accepted connections in *conn.
+type listener struct {
+	net.Listener
+	readIdle, writeIdle time.Duration
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newClientConn(c, l.readIdle, l.writeIdle), nil
+}

@@ -1,0 +1,46 @@
+// Package proxy owns edgegate's HTTP data path: the fasthttp front server,
+// the request handler, hop-by-hop and X-Forwarded-* header rewriting, the
+// upstream round trip through a per-endpoint *fasthttp.HostClient, the
+// mapping of failures to HTTP status codes, panic recovery, the access log
+// and the data-path metrics.
+//
+// Per request the handler loads the route snapshot once, matches host and
+// path, picks an endpoint from the backend's immutable list, and streams the
+// request body to the endpoint and the response body back, never buffering
+// a whole body: memory per request is bounded by a few buffers whatever the
+// body size.
+//
+// The package imports route and balancer only. main wires it:
+//
+//	srv, _ := proxy.New(proxy.Config{Snapshot: current.Load, ...})
+//	reg := balancer.NewRegistry(balancer.RegistryConfig{
+//		NewTransport:   srv.NewTransport,
+//		CloseTransport: srv.CloseTransport,
+//	})
+//	prometheus.MustRegister(srv.Collectors()...)
+//	// after every publish: srv.Prune(snap)
+//	go srv.ListenAndServe()
+//
+// # Timeouts
+//
+// Client side: ReadTimeout bounds receiving the request line and headers;
+// while a request body streams it bounds the gap between two reads instead,
+// so a large upload is limited by progress, not by total time (nginx's
+// client_header_timeout and client_body_timeout). WriteTimeout bounds one
+// write to a client that stopped reading. IdleTimeout bounds the wait for
+// the next request on a keep-alive connection.
+//
+// Upstream side: ConnectTimeout bounds the dial (failure: 502).
+// ResponseTimeout bounds every wait on the endpoint: for the response
+// headers after the request was sent, and between two reads of the response
+// body or two writes of the request body (nginx's proxy_read_timeout and
+// proxy_send_timeout). Expiry before the response headers: 504; expiry while
+// the body streams: the client connection is closed, as the status was
+// already sent.
+//
+// # Not supported yet
+//
+// Upgrade (WebSocket) and CONNECT are not proxied: Upgrade is a hop-by-hop
+// header and is stripped, so the endpoint sees a plain request. Request and
+// response trailers are dropped. HTTP/2 is not spoken on either side.
+package proxy

@@ -1,0 +1,213 @@
+package proxy
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgegate/edgegate/route"
+)
+
+// Request counting without a lock or an allocation per request.
+//
+// Every *route.Route a request matched maps, through a sync.Map keyed by the
+// pointer (a pointer key does not allocate), to a *routeStats. routeStats
+// are shared by label identity (namespace, ingress, host, path): a new
+// snapshot's routes resolve to the same routeStats as the old one's on first
+// sight (the only slow path, under a mutex), so counts survive snapshot
+// swaps and never go backwards. Prune drops pointer keys of routes no
+// longer published; the routeStats themselves are kept for the life of the
+// process, so a deleted Ingress's series stays exported with its last
+// value, as a counter should.
+
+// statsKey is the label identity of a series.
+type statsKey struct{ namespace, ingress, host, path string }
+
+// codeSlots is how many distinct status codes one route counts exactly;
+// further codes are counted as code="other".
+const codeSlots = 16
+
+type routeStats struct {
+	key   statsKey
+	slots [codeSlots]struct {
+		code atomic.Uint32
+		n    atomic.Uint64
+	}
+	other atomic.Uint64
+}
+
+func (s *routeStats) inc(code int) {
+	if code < 100 || code > 999 {
+		s.other.Add(1)
+		return
+	}
+	c := uint32(code)
+	for i := range s.slots {
+		sl := &s.slots[i]
+		got := sl.code.Load()
+		if got == 0 {
+			if sl.code.CompareAndSwap(0, c) {
+				got = c
+			} else {
+				got = sl.code.Load()
+			}
+		}
+		if got == c {
+			sl.n.Add(1)
+			return
+		}
+	}
+	s.other.Add(1)
+}
+
+type requestStats struct {
+	desc      *prometheus.Desc
+	byPtr     sync.Map // *route.Route -> *routeStats
+	unmatched routeStats
+
+	mu    sync.Mutex
+	byKey map[statsKey]*routeStats
+}
+
+func newRequestStats() *requestStats {
+	return &requestStats{
+		desc: prometheus.NewDesc("edgegate_http_requests_total",
+			"HTTP requests answered, by the route that matched (ingress and path empty when none did) and status code.",
+			[]string{"namespace", "ingress", "host", "path", "code"}, nil),
+		byKey: make(map[statsKey]*routeStats),
+	}
+}
+
+// get returns the stats for r (nil: unmatched). Lock- and allocation-free
+// except on the first request through a route pointer.
+func (rs *requestStats) get(r *route.Route) *routeStats {
+	if r == nil {
+		return &rs.unmatched
+	}
+	if v, ok := rs.byPtr.Load(r); ok {
+		return v.(*routeStats)
+	}
+	return rs.slow(r)
+}
+
+func (rs *requestStats) slow(r *route.Route) *routeStats {
+	k := statsKey{r.Ingress.Namespace, r.Ingress.Name, r.Host, r.Path}
+	rs.mu.Lock()
+	s := rs.byKey[k]
+	if s == nil {
+		s = &routeStats{key: k}
+		rs.byKey[k] = s
+	}
+	rs.mu.Unlock()
+	rs.byPtr.Store(r, s)
+	return s
+}
+
+// prune forgets route pointers snap no longer holds.
+func (rs *requestStats) prune(snap *route.Snapshot) int {
+	live := make(map[*route.Route]struct{})
+	if snap != nil {
+		for _, t := range snap.Hosts() {
+			for _, r := range t.Routes {
+				live[r] = struct{}{}
+			}
+		}
+		if snap.Default != nil {
+			live[snap.Default] = struct{}{}
+		}
+	}
+	n := 0
+	rs.byPtr.Range(func(k, _ any) bool {
+		if _, ok := live[k.(*route.Route)]; !ok {
+			rs.byPtr.Delete(k)
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+func (rs *requestStats) Describe(ch chan<- *prometheus.Desc) { ch <- rs.desc }
+
+func (rs *requestStats) Collect(ch chan<- prometheus.Metric) {
+	rs.mu.Lock()
+	all := make([]*routeStats, 0, len(rs.byKey)+1)
+	for _, s := range rs.byKey {
+		all = append(all, s)
+	}
+	rs.mu.Unlock()
+	all = append(all, &rs.unmatched)
+	for _, s := range all {
+		k := s.key
+		for i := range s.slots {
+			sl := &s.slots[i]
+			c := sl.code.Load()
+			if c == 0 {
+				break
+			}
+			if n := sl.n.Load(); n > 0 {
+				ch <- prometheus.MustNewConstMetric(rs.desc, prometheus.CounterValue, float64(n),
+					k.namespace, k.ingress, k.host, k.path, strconv.Itoa(int(c)))
+			}
+		}
+		if n := s.other.Load(); n > 0 {
+			ch <- prometheus.MustNewConstMetric(rs.desc, prometheus.CounterValue, float64(n),
+				k.namespace, k.ingress, k.host, k.path, "other")
+		}
+	}
+}
+
+// Upstream error kinds (the fixed label set of edgegate_upstream_errors_total).
+type errKind uint8
+
+const (
+	errConnect errKind = iota // dial refused, unreachable or timed out: 502
+	errTimeout                // no response (headers or body bytes) within ResponseTimeout: 504
+	errReset                  // connection reset/closed or malformed response: 502
+	errBusy                   // MaxConnsPerEndpoint reached: 503
+	numErrKinds
+)
+
+var errKindNames = [numErrKinds]string{"connect", "timeout", "reset", "busy"}
+
+type metrics struct {
+	requests    *requestStats
+	upstream    prometheus.Histogram
+	badRequests prometheus.Counter
+	panics      prometheus.Counter
+	upErrVec    *prometheus.CounterVec
+	upErr       [numErrKinds]prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		requests: newRequestStats(),
+		upstream: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "edgegate_http_upstream_duration_seconds",
+			Help:    "Time from sending a request to an endpoint until its response headers arrived (successful round trips only).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		badRequests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgegate_http_bad_requests_total",
+			Help: "Client requests rejected before routing: malformed (400), header too large (431) or timed out (408).",
+		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgegate_http_panics_total",
+			Help: "Panics recovered in the request handler (answered 500).",
+		}),
+		upErrVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgegate_upstream_errors_total",
+			Help: "Failed round trips to endpoints by kind: connect, timeout, reset, busy.",
+		}, []string{"kind"}),
+	}
+	for i := range m.upErr {
+		m.upErr[i] = m.upErrVec.WithLabelValues(errKindNames[i])
+	}
+	return m
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec}
+}

@@ -1,0 +1,472 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/edgegate/edgegate/balancer"
+	"github.com/edgegate/edgegate/route"
+)
+
+// Server is the HTTP front server and upstream transport factory. It is safe
+// for concurrent use.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	srv    *fasthttp.Server
+	dialer net.Dialer
+	m      *metrics
+	pool   sync.Pool // *exchange
+}
+
+// New validates cfg, applies its defaults and returns a Server that is not
+// yet serving.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, m: newMetrics()}
+	s.dialer = net.Dialer{Timeout: cfg.ConnectTimeout}
+	s.pool.New = func() any { return new(exchange) }
+	s.srv = &fasthttp.Server{
+		Handler:      s.handle,
+		ErrorHandler: s.badRequest,
+		// Header phase only: the handler switches a request with a body to
+		// per-read timeouts (conn.bodyPhase).
+		ReadTimeout: cfg.ReadTimeout,
+		IdleTimeout: cfg.IdleTimeout,
+		// WriteTimeout is enforced per write by conn: fasthttp's would
+		// bound a whole streamed response.
+		ReadBufferSize:                cfg.MaxHeaderBytes,
+		StreamRequestBody:             true,
+		DisablePreParseMultipartForm:  true,
+		DisableHeaderNamesNormalizing: true,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		// The front server writes its own Date: fasthttp treats Date as a
+		// managed header and drops an endpoint's (nginx does the same).
+		NoDefaultDate:   false,
+		CloseOnShutdown: true,
+		Logger:          fastLogger{cfg.Logger},
+	}
+	return s, nil
+}
+
+// NewTransport returns the connection pool for one endpoint address, a
+// *fasthttp.HostClient, for balancer.RegistryConfig.NewTransport. It does
+// not block.
+func (s *Server) NewTransport(addr string) any {
+	return &fasthttp.HostClient{
+		Addr:                addr,
+		Dial:                s.dial,
+		MaxConns:            s.cfg.MaxConnsPerEndpoint,
+		MaxIdleConnDuration: s.cfg.UpstreamIdleTimeout,
+		ReadBufferSize:      s.cfg.MaxHeaderBytes,
+		// No retries and no whole-message deadlines: the balancer decides
+		// retries, conn enforces ResponseTimeout per read and write.
+		MaxIdemponentCallAttempts:     1,
+		RetryIfErr:                    noRetry,
+		DisableHeaderNamesNormalizing: true,
+		DisablePathNormalizing:        true,
+		StreamResponseBody:            true,
+		NoDefaultUserAgentHeader:      true,
+	}
+}
+
+func noRetry(*fasthttp.Request, int, error) (bool, bool) { return false, false }
+
+// CloseTransport closes the idle connections of a transport NewTransport
+// made (for balancer.RegistryConfig.CloseTransport). Connections in use
+// close when their request ends.
+func (s *Server) CloseTransport(t any) {
+	if hc, ok := t.(*fasthttp.HostClient); ok {
+		hc.CloseIdleConnections()
+	}
+}
+
+// dialError marks a failure to connect, which is always safe to retry
+// elsewhere and always a 502.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "proxy: dial: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+func (s *Server) dial(addr string) (net.Conn, error) {
+	c, err := s.dialer.Dial("tcp", addr)
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	return newUpstreamConn(c, s.cfg.ResponseTimeout), nil
+}
+
+// Serve serves HTTP on ln until Shutdown. It returns nil after Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.srv.Serve(&listener{Listener: ln, readIdle: s.cfg.ReadTimeout, writeIdle: s.cfg.WriteTimeout})
+}
+
+// ListenAndServe listens on Config.Listen and calls Serve.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listen %s: %w", s.cfg.Listen, err)
+	}
+	return s.Serve(ln)
+}
+
+// Shutdown stops accepting connections, closes idle ones, and waits for
+// requests in flight (streaming bodies included) to finish, until ctx is
+// done. Responses written meanwhile carry Connection: close.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.srv.ShutdownWithContext(ctx)
+}
+
+// Collectors returns the proxy's metrics for registration:
+// edgegate_http_requests_total, edgegate_http_upstream_duration_seconds,
+// edgegate_http_bad_requests_total, edgegate_http_panics_total and
+// edgegate_upstream_errors_total. Reading them costs nothing per request
+// (atomics read at scrape time).
+func (s *Server) Collectors() []prometheus.Collector { return s.m.collectors() }
+
+// Prune forgets the per-route metric keys of routes snap no longer holds.
+// Call it after publishing snap; counts are kept (under the route's labels)
+// and never go backwards. It returns how many keys were dropped.
+func (s *Server) Prune(snap *route.Snapshot) int { return s.m.requests.prune(snap) }
+
+// fastLogger sends fasthttp's own (rare, connection-level) messages to slog
+// at Debug level.
+type fastLogger struct{ l *slog.Logger }
+
+func (f fastLogger) Printf(format string, args ...any) {
+	if f.l.Enabled(context.Background(), slog.LevelDebug) {
+		f.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
+	}
+}
+
+// exchange is the per-request state of a proxied request, pooled. While a
+// response body streams it is the body reader fasthttp copies to the client,
+// and its CloseWithError ends the exchange.
+type exchange struct {
+	s    *Server
+	resp fasthttp.Response // the endpoint's response
+	sc   scratch
+
+	body   interface{ Read([]byte) (int, error) } // resp's body stream
+	ep     *balancer.Endpoint
+	start  time.Time
+	status int
+	n      int64
+	upErr  error // failure reading the endpoint's body
+	buf    []byte
+
+	// copies for the access log, filled only when it is enabled
+	method, host, path []byte
+}
+
+func (s *Server) acquireExchange() *exchange {
+	x := s.pool.Get().(*exchange)
+	x.s = s
+	return x
+}
+
+func (x *exchange) release() {
+	x.resp.Reset()
+	x.body, x.ep, x.status, x.n, x.upErr = nil, nil, 0, 0, nil
+	x.s.pool.Put(x)
+}
+
+// Read implements the body stream handed to fasthttp.
+func (x *exchange) Read(p []byte) (int, error) {
+	n, err := x.body.Read(p)
+	x.n += int64(n)
+	if err != nil && err != io.EOF && x.upErr == nil {
+		x.upErr = err
+	}
+	return n, err
+}
+
+// SupportsBodyWriteTo makes fasthttp hand the client writer to WriteTo.
+func (x *exchange) SupportsBodyWriteTo() bool { return true }
+
+// streamBufSize is the copy buffer of a streaming exchange.
+const streamBufSize = 32 << 10
+
+// WriteTo copies the endpoint's body to the client writer, flushing after
+// every read so bytes go out as they arrive (event streams, long polls, a
+// stalled endpoint's partial body) instead of waiting in fasthttp's write
+// buffer.
+func (x *exchange) WriteTo(w io.Writer) (int64, error) {
+	if x.buf == nil {
+		x.buf = make([]byte, streamBufSize)
+	}
+	f, _ := w.(interface{ Flush() error })
+	var total int64
+	for {
+		n, err := x.body.Read(x.buf)
+		if n > 0 {
+			x.n += int64(n)
+			wn, werr := w.Write(x.buf[:n])
+			total += int64(wn)
+			if werr == nil && f != nil {
+				werr = f.Flush()
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch {
+		case err == io.EOF:
+			return total, nil
+		case err != nil:
+			if x.upErr == nil {
+				x.upErr = err
+			}
+			return total, err
+		}
+	}
+}
+
+// CloseWithError is called by fasthttp once the body was copied (err nil) or
+// the copy failed (an endpoint read error, or a client write error). It
+// returns the endpoint connection to its pool when the body was read to the
+// end and closes it otherwise.
+func (x *exchange) CloseWithError(error) error {
+	s := x.s
+	_ = x.resp.CloseBodyStream()
+	failed := x.upErr != nil
+	x.ep.End(failed)
+	if failed {
+		s.m.upErr[classifyErr(x.upErr)].Inc()
+	}
+	if s.cfg.AccessLog {
+		s.logAccess(x.method, x.host, x.path, x.status, time.Since(x.start), x.ep.Addr, x.n)
+	}
+	x.release()
+	return nil
+}
+
+// handlerState tracks what a panicking handler must undo.
+type handlerState struct {
+	stats *routeStats
+	ep    *balancer.Endpoint // begun and not yet ended or handed off
+	x     *exchange          // acquired and not yet released or handed off
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	var st handlerState
+	defer func() {
+		if p := recover(); p != nil {
+			s.recovered(ctx, &st, p)
+		}
+	}()
+	s.proxy(ctx, &st)
+}
+
+func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
+	c, _ := ctx.Conn().(*conn)
+	if c != nil {
+		c.readFailed = false
+	}
+	snap := s.cfg.Snapshot()
+	if snap == nil {
+		s.reply(ctx, st, fasthttp.StatusServiceUnavailable, bodyNotReady)
+		return
+	}
+	host := ctx.Host()
+	r := snap.Match(host, ctx.Path())
+	st.stats = s.m.requests.get(r)
+	if r == nil {
+		s.reply(ctx, st, fasthttp.StatusNotFound, bodyNotFound)
+		return
+	}
+	if uint(r.Backend) >= uint(len(snap.Backends)) {
+		s.reply(ctx, st, fasthttp.StatusServiceUnavailable, bodyNoEndpoint)
+		return
+	}
+	b := snap.Backends[r.Backend]
+	if b == nil || b.Error != "" || len(b.Endpoints) == 0 {
+		s.reply(ctx, st, fasthttp.StatusServiceUnavailable, bodyNoEndpoint)
+		return
+	}
+	ep := b.RR.Pick(b.Endpoints)
+	var hc *fasthttp.HostClient
+	if ep != nil {
+		hc, _ = ep.Transport.(*fasthttp.HostClient)
+	}
+	if hc == nil {
+		s.reply(ctx, st, fasthttp.StatusServiceUnavailable, bodyNoEndpoint)
+		return
+	}
+
+	x := s.acquireExchange()
+	st.x = x
+	req := &ctx.Request
+	switch h := req.Header.Host(); {
+	case len(host) == 0:
+		// HTTP/1.0 without Host: the endpoint still needs one.
+		req.Header.SetHost(ep.Addr)
+	case !equalFoldBytes(h, host):
+		// Absolute-form target: its host wins over the Host header
+		// (RFC 9112, 3.2.2) and is what was routed on.
+		req.Header.SetHostBytes(host)
+	}
+	var ip, port []byte
+	if c != nil {
+		ip, port = c.ip, c.port
+	}
+	rewriteRequest(&req.Header, &x.sc, ip, port)
+	req.UseHostHeader = true // never rewrite Host to the endpoint address
+	if s.cfg.AccessLog {
+		x.method = append(x.method[:0], ctx.Method()...)
+		x.host = append(x.host[:0], req.Header.Host()...)
+		x.path = append(x.path[:0], ctx.Path()...)
+	}
+	withBody := hasBody(req)
+	if withBody && c != nil {
+		c.bodyPhase()
+	}
+
+	ep.Begin()
+	st.ep = ep
+	t0 := time.Now()
+	err := hc.Do(req, &x.resp)
+	if err != nil {
+		clientFault := c != nil && c.readFailed
+		k := classifyErr(err)
+		ep.End(!clientFault && k != errBusy)
+		st.ep = nil
+		s.upstreamFailed(ctx, st, err, k, clientFault)
+		return
+	}
+	s.m.upstream.Observe(time.Since(t0).Seconds())
+
+	copyResponseHeader(&ctx.Response.Header, &x.resp.Header, &x.sc)
+	status := x.resp.StatusCode()
+	st.stats.inc(status)
+	if bs := x.resp.BodyStream(); bs != nil {
+		x.body, x.ep, x.start, x.status = bs, ep, ctx.Time(), status
+		cl := x.resp.Header.ContentLength()
+		st.x, st.ep = nil, nil // the body stream owns them now
+		if cl < 0 {
+			// Chunked or until close (re-framed as chunked): likely an
+			// event stream, so the headers go out before the first byte.
+			ctx.Response.SetBodyStream(x, -1)
+			ctx.Response.ImmediateHeaderFlush = true
+		} else {
+			ctx.Response.SetBodyStream(x, cl)
+		}
+		return
+	}
+	ep.End(false)
+	st.ep = nil
+	if s.cfg.AccessLog {
+		s.logAccess(x.method, x.host, x.path, status, time.Since(ctx.Time()), ep.Addr, 0)
+	}
+	st.x = nil
+	x.release()
+}
+
+// hasBody reports whether the request carries a body the handler may leave
+// partly unread.
+func hasBody(req *fasthttp.Request) bool {
+	cl := req.Header.ContentLength()
+	return cl > 0 || cl == -1
+}
+
+// upstreamFailed answers a failed round trip: the client's fault (its body
+// stopped arriving) gets 400 or 408; an endpoint failure gets the status of
+// its kind.
+func (s *Server) upstreamFailed(ctx *fasthttp.RequestCtx, st *handlerState, err error, k errKind, clientFault bool) {
+	if clientFault {
+		code, body := fasthttp.StatusBadRequest, bodyBadRequest
+		if isTimeout(err) {
+			code, body = fasthttp.StatusRequestTimeout, bodyReqTimeout
+		}
+		s.reply(ctx, st, code, body)
+		ctx.SetConnectionClose()
+		return
+	}
+	s.m.upErr[k].Inc()
+	code, body := statusOf(k)
+	s.reply(ctx, st, code, body)
+}
+
+// reply writes a short local plain-text answer and releases what st holds.
+// A request body the handler did not forward may still be unread on the
+// connection, so the connection is closed after such a request.
+func (s *Server) reply(ctx *fasthttp.RequestCtx, st *handlerState, code int, body []byte) {
+	if st.stats == nil {
+		st.stats = &s.m.requests.unmatched
+	}
+	st.stats.inc(code)
+	resp := &ctx.Response
+	resp.SetStatusCode(code)
+	resp.Header.SetContentTypeBytes(textPlain)
+	resp.SetBodyRaw(body)
+	if hasBody(&ctx.Request) {
+		ctx.SetConnectionClose()
+	}
+	if x := st.x; x != nil {
+		st.x = nil
+		x.release()
+	}
+	if s.cfg.AccessLog {
+		s.logAccess(ctx.Method(), ctx.Host(), ctx.Path(), code, time.Since(ctx.Time()), "", int64(len(body)))
+	}
+}
+
+// recovered turns a handler panic into a 500 and a log line.
+func (s *Server) recovered(ctx *fasthttp.RequestCtx, st *handlerState, p any) {
+	s.m.panics.Inc()
+	s.log.Error("proxy: panic in request handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	if st.ep != nil {
+		st.ep.End(false)
+		st.ep = nil
+	}
+	if x := st.x; x != nil {
+		// Its state is unknown: close the endpoint body, do not pool it.
+		st.x = nil
+		_ = x.resp.CloseBodyStream()
+	}
+	ctx.Response.Reset()
+	ctx.Response.Header.SetNoDefaultContentType(true)
+	s.reply(ctx, st, fasthttp.StatusInternalServerError, bodyInternal)
+	ctx.SetConnectionClose()
+}
+
+// badRequest is fasthttp's ErrorHandler: the request could not be read.
+func (s *Server) badRequest(ctx *fasthttp.RequestCtx, err error) {
+	s.m.badRequests.Inc()
+	code, body := fasthttp.StatusBadRequest, bodyBadRequest
+	switch {
+	case isSmallBuffer(err):
+		code, body = fasthttp.StatusRequestHeaderFieldsTooLarge, bodyHeaderTooLarge
+	case isTimeout(err):
+		code, body = fasthttp.StatusRequestTimeout, bodyReqTimeout
+	}
+	ctx.Response.Reset()
+	ctx.Response.Header.SetNoDefaultContentType(true)
+	ctx.SetStatusCode(code)
+	ctx.Response.Header.SetContentTypeBytes(textPlain)
+	ctx.Response.SetBodyRaw(body)
+}
+
+func (s *Server) logAccess(method, host, path []byte, status int, d time.Duration, upstream string, n int64) {
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "access",
+		slog.String("method", string(method)),
+		slog.String("host", string(host)),
+		slog.String("path", string(path)),
+		slog.Int("status", status),
+		slog.Duration("duration", d),
+		slog.String("upstream", upstream),
+		slog.Int64("bytes", n),
+	)
+}
