@@ -200,6 +200,11 @@ func CheckBinaries(binDir string) error {
 // URL is the API server's base URL, https://127.0.0.1:<port>.
 func (cp *ControlPlane) URL() string { return cp.url }
 
+// EtcdURL is the client URL of the etcd behind the API server. The demo uses
+// it to store objects the API server would refuse (loopback endpoints) the
+// way a custom endpoint controller with etcd access could.
+func (cp *ControlPlane) EtcdURL() string { return cp.etcdURL }
+
 // Dir is the work directory (logs are etcd.log and kube-apiserver.log).
 func (cp *ControlPlane) Dir() string { return cp.dir }
 

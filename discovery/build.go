@@ -1,0 +1,572 @@
+// Package discovery turns the Kubernetes objects edgegate watches (Ingress,
+// IngressClass, Service, EndpointSlice) into route snapshots.
+//
+// It has two halves. Build is a pure function from a set of objects to a
+// *route.Snapshot plus the Problems found on the way: deterministic, sorted,
+// free of side effects, and tolerant of any input (a bad object becomes a
+// Problem and is skipped; it never blocks the rest). The Watcher runs the
+// client-go informers, whose handlers only mark what changed; a coalescing
+// loop then either rebuilds everything with Build or, when only
+// EndpointSlices changed, replaces the endpoint lists of the affected
+// backends copy-on-write, and publishes the result through an atomic pointer.
+package discovery
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/edgegate/edgegate/route"
+)
+
+// ControllerName is the spec.controller of the IngressClasses edgegate
+// serves.
+const ControllerName = "edgegate.io/ingress-controller"
+
+// DefaultIngressClassName is the class name used when Input.IngressClassName
+// (or Config.IngressClassName) is empty.
+const DefaultIngressClassName = "edgegate"
+
+const (
+	// annIngressClass is the legacy (pre spec.ingressClassName) class
+	// annotation on an Ingress.
+	annIngressClass = "kubernetes.io/ingress.class"
+	// labelServiceName ties an EndpointSlice to its Service.
+	labelServiceName = discoveryv1.LabelServiceName
+)
+
+// Problem kinds.
+const (
+	KindIngress      = "Ingress"
+	KindIngressClass = "IngressClass"
+)
+
+// Input is everything Build reads. The slices are read, never modified, and
+// may contain nil entries (skipped).
+type Input struct {
+	// IngressClassName is the class this gateway serves; "" means
+	// DefaultIngressClassName.
+	IngressClassName string
+	Ingresses        []*netv1.Ingress
+	Classes          []*netv1.IngressClass
+	Services         []*corev1.Service
+	Slices           []*discoveryv1.EndpointSlice
+}
+
+// Problem is an object, or part of one, that Build skipped or could not
+// resolve. Problems never stop the build.
+type Problem struct {
+	// Kind is the object kind: KindIngress or KindIngressClass.
+	Kind string
+	// Namespace is "" for cluster-scoped objects.
+	Namespace string
+	Name      string
+	Msg       string
+}
+
+// String is "ingress ns/name: msg" ("ingressclass name: msg" for
+// cluster-scoped objects).
+func (p Problem) String() string {
+	id := p.Name
+	if p.Namespace != "" {
+		id = p.Namespace + "/" + p.Name
+	}
+	return strings.ToLower(p.Kind) + " " + id + ": " + p.Msg
+}
+
+func compareProblems(a, b Problem) int {
+	return cmp.Or(
+		cmp.Compare(a.Kind, b.Kind),
+		cmp.Compare(a.Namespace, b.Namespace),
+		cmp.Compare(a.Name, b.Name),
+		cmp.Compare(a.Msg, b.Msg),
+	)
+}
+
+// backendKey identifies a backend: a Service port as an Ingress names it.
+type backendKey struct {
+	ns, svc, port string
+}
+
+func (k backendKey) id() string { return k.ns + "/" + k.svc + ":" + k.port }
+
+// pendingRoute is a route before backend indexes are assigned.
+type pendingRoute struct {
+	r   route.Route
+	key backendKey
+}
+
+// Build turns the objects of in into a snapshot (Version 0, zero Built, not
+// bound to a registry) and the Problems found, sorted and without
+// duplicates. It is pure and deterministic: the same set of objects, in any
+// order, gives the same snapshot hash and the same Problems. It never
+// panics.
+//
+// Semantics, following the Ingress v1 documentation:
+//
+//   - An Ingress is ours when its class (spec.ingressClassName, else the
+//     kubernetes.io/ingress.class annotation) names an IngressClass whose
+//     controller is ControllerName, or equals the configured class name and
+//     no IngressClass of that name exists. A class-less Ingress is ours when
+//     an IngressClass of ours is annotated as the cluster default. Others are
+//     ignored silently.
+//   - Ingresses claim rules oldest first (creationTimestamp, then
+//     namespace/name); a later identical host+type+path is dropped with a
+//     Problem. The oldest Ingress with a usable spec.defaultBackend provides
+//     the default route; the others get a Problem.
+//   - ImplementationSpecific (and an unset pathType) is Prefix; its empty
+//     path means "/". Paths must start with "/". Hosts are lower-cased and
+//     must be DNS-1123 subdomains, optionally with a leading "*." label.
+//   - Each distinct namespace/service:port is one Backend. A missing Service
+//     or port, or an ExternalName Service, leaves the Backend with an Error
+//     (requests get 503) and a Problem on each Ingress routing to it. A
+//     Service without ready endpoints is not a Problem.
+//   - Endpoints are the first address of each EndpointSlice endpoint
+//     (IPv4 and IPv6 slices; FQDN slices are skipped) whose ready condition
+//     is unset or true and which is not terminating, with the port of the
+//     slice port named like the Service port. Addresses are deduplicated
+//     and sorted.
+func Build(in Input) (*route.Snapshot, []Problem) {
+	b := &builder{}
+	className := in.IngressClassName
+	if className == "" {
+		className = DefaultIngressClassName
+	}
+	cls := b.classes(className, in.Classes)
+	ings := ourIngresses(cls, in.Ingresses)
+	svcs, sls := indexObjects(in.Services, in.Slices)
+
+	var pending []pendingRoute
+	var def *pendingRoute
+	var defOwner route.IngressRef
+	for _, ing := range ings {
+		ref := route.IngressRef{Namespace: ing.Namespace, Name: ing.Name}
+		if db := ing.Spec.DefaultBackend; db != nil {
+			key, msg := backendOf(ing.Namespace, db)
+			switch {
+			case msg != "":
+				b.ingressProblem(ing, "defaultBackend: "+msg)
+			case def != nil:
+				b.ingressProblem(ing, "defaultBackend ignored: ingress "+defOwner.String()+" is older and sets one")
+			default:
+				def = &pendingRoute{r: route.Route{Type: route.Prefix, Ingress: ref}, key: key}
+				defOwner = ref
+			}
+		}
+		for ri := range ing.Spec.Rules {
+			pending = b.rule(ing, ref, &ing.Spec.Rules[ri], pending)
+		}
+	}
+
+	// Backends: deduplicated, sorted by ID, resolved against the Services
+	// and EndpointSlices.
+	keys := make(map[backendKey]int)
+	for _, p := range pending {
+		keys[p.key] = 0
+	}
+	if def != nil {
+		keys[def.key] = 0
+	}
+	sorted := make([]backendKey, 0, len(keys))
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	slices.SortFunc(sorted, func(a, b backendKey) int {
+		return cmp.Or(cmp.Compare(a.id(), b.id()), cmp.Compare(a.ns, b.ns), cmp.Compare(a.svc, b.svc))
+	})
+	backends := make([]*route.Backend, len(sorted))
+	for i, k := range sorted {
+		keys[k] = i
+		be := &route.Backend{Namespace: k.ns, Service: k.svc, Port: k.port}
+		be.Addrs, be.Error = ResolveEndpoints(k.ns, k.svc, k.port, svcs[nsName{k.ns, k.svc}], sls[nsName{k.ns, k.svc}])
+		backends[i] = be
+	}
+	routes := make([]route.Route, len(pending))
+	for i, p := range pending {
+		routes[i] = p.r
+		routes[i].Backend = keys[p.key]
+	}
+	var defRoute *route.Route
+	if def != nil {
+		def.r.Backend = keys[def.key]
+		defRoute = &def.r
+	}
+
+	snap, conflicts := route.New(routes, backends, defRoute)
+	for _, c := range conflicts {
+		host := c.Route.Host
+		if host == "" {
+			host = "(any)"
+		}
+		b.problems = append(b.problems, Problem{
+			Kind: KindIngress, Namespace: c.Route.Ingress.Namespace, Name: c.Route.Ingress.Name,
+			Msg: fmt.Sprintf("host %s %s path %q ignored: already claimed by ingress %s (oldest first, then by namespace/name)",
+				host, c.Route.Type, c.Route.Path, c.Winner),
+		})
+	}
+	if len(conflicts) > 0 {
+		snap = compact(snap)
+	}
+
+	// A Problem on each Ingress routing to a backend that has an Error.
+	eachRoute(snap, func(r *route.Route) {
+		be := snap.Backends[r.Backend]
+		if be.Error != "" {
+			b.problems = append(b.problems, Problem{
+				Kind: KindIngress, Namespace: r.Ingress.Namespace, Name: r.Ingress.Name,
+				Msg: "backend " + be.ID() + ": " + be.Error,
+			})
+		}
+	})
+
+	slices.SortFunc(b.problems, compareProblems)
+	return snap, slices.Compact(b.problems)
+}
+
+// eachRoute calls fn for every route of s, the default included.
+func eachRoute(s *route.Snapshot, fn func(*route.Route)) {
+	for _, t := range s.Hosts() {
+		for _, r := range t.Routes {
+			fn(r)
+		}
+	}
+	if s.Default != nil {
+		fn(s.Default)
+	}
+}
+
+// compact drops the backends no route of s uses (those only conflicting
+// rules referred to), rebuilding s when there are any.
+func compact(s *route.Snapshot) *route.Snapshot {
+	used := make([]bool, len(s.Backends))
+	eachRoute(s, func(r *route.Route) { used[r.Backend] = true })
+	if !slices.Contains(used, false) {
+		return s
+	}
+	remap := make([]int, len(s.Backends))
+	var backends []*route.Backend
+	for i, be := range s.Backends {
+		if used[i] {
+			remap[i] = len(backends)
+			backends = append(backends, &route.Backend{
+				Namespace: be.Namespace, Service: be.Service, Port: be.Port, Error: be.Error, Addrs: be.Addrs,
+			})
+		}
+	}
+	var routes []route.Route
+	for _, t := range s.Hosts() {
+		for _, r := range t.Routes {
+			nr := *r
+			nr.Backend = remap[r.Backend]
+			routes = append(routes, nr)
+		}
+	}
+	var def *route.Route
+	if s.Default != nil {
+		d := *s.Default
+		d.Backend = remap[d.Backend]
+		def = &d
+	}
+	// The surviving routes cannot conflict, so their order does not matter.
+	n, _ := route.New(routes, backends, def)
+	return n
+}
+
+type builder struct {
+	problems []Problem
+}
+
+func (b *builder) ingressProblem(ing *netv1.Ingress, msg string) {
+	b.problems = append(b.problems, Problem{Kind: KindIngress, Namespace: ing.Namespace, Name: ing.Name, Msg: msg})
+}
+
+// classSet answers which class names are ours.
+type classSet struct {
+	configured string
+	// byName holds every IngressClass by name: true when its controller
+	// is ours.
+	byName map[string]bool
+	// defaultOurs is set when one of our IngressClasses is the cluster
+	// default.
+	defaultOurs bool
+}
+
+func (c *classSet) ours(name string) bool {
+	if mine, ok := c.byName[name]; ok {
+		return mine
+	}
+	return name == c.configured
+}
+
+func (b *builder) classes(configured string, list []*netv1.IngressClass) *classSet {
+	cs := &classSet{configured: configured, byName: make(map[string]bool)}
+	for _, ic := range list {
+		if ic == nil {
+			continue
+		}
+		mine := ic.Spec.Controller == ControllerName
+		// Names are unique in a cluster; should a name repeat anyway, our
+		// controller wins so the result does not depend on order.
+		cs.byName[ic.Name] = cs.byName[ic.Name] || mine
+		if mine && ic.Annotations[netv1.AnnotationIsDefaultIngressClass] == "true" {
+			cs.defaultOurs = true
+		}
+	}
+	if mine, ok := cs.byName[configured]; ok && !mine {
+		ctrl := ""
+		for _, ic := range list {
+			if ic != nil && ic.Name == configured && ctrl == "" {
+				ctrl = ic.Spec.Controller
+			}
+		}
+		b.problems = append(b.problems, Problem{
+			Kind: KindIngressClass, Name: configured,
+			Msg: fmt.Sprintf("controller is %q, not %q: its ingresses are not served", ctrl, ControllerName),
+		})
+	}
+	return cs
+}
+
+// ingressClassOf returns the class an Ingress asks for, "" when none.
+func ingressClassOf(ing *netv1.Ingress) string {
+	if n := ing.Spec.IngressClassName; n != nil && *n != "" {
+		return *n
+	}
+	return ing.Annotations[annIngressClass]
+}
+
+// ourIngresses returns the Ingresses of ours in claim order.
+func ourIngresses(cs *classSet, list []*netv1.Ingress) []*netv1.Ingress {
+	var out []*netv1.Ingress
+	for _, ing := range list {
+		if ing == nil {
+			continue
+		}
+		if c := ingressClassOf(ing); c != "" {
+			if !cs.ours(c) {
+				continue
+			}
+		} else if !cs.defaultOurs {
+			continue
+		}
+		out = append(out, ing)
+	}
+	slices.SortStableFunc(out, func(a, b *netv1.Ingress) int {
+		return cmp.Or(
+			a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time),
+			cmp.Compare(a.Namespace, b.Namespace),
+			cmp.Compare(a.Name, b.Name),
+		)
+	})
+	return out
+}
+
+// validHost checks an Ingress rule host (already lower-cased).
+func validHost(h string) string {
+	if h == "" {
+		return ""
+	}
+	if net.ParseIP(h) != nil {
+		return "an IP address is not allowed"
+	}
+	var errs []string
+	if strings.HasPrefix(h, "*") {
+		errs = validation.IsWildcardDNS1123Subdomain(h)
+	} else {
+		errs = validation.IsDNS1123Subdomain(h)
+	}
+	return strings.Join(errs, "; ")
+}
+
+func (b *builder) rule(ing *netv1.Ingress, ref route.IngressRef, rule *netv1.IngressRule, out []pendingRoute) []pendingRoute {
+	if rule.HTTP == nil {
+		return out
+	}
+	host := strings.ToLower(rule.Host)
+	if msg := validHost(host); msg != "" {
+		b.ingressProblem(ing, fmt.Sprintf("rule host %q skipped: %s", rule.Host, msg))
+		return out
+	}
+	for _, p := range rule.HTTP.Paths {
+		typ := netv1.PathTypeImplementationSpecific
+		if p.PathType != nil {
+			typ = *p.PathType
+		}
+		path := p.Path
+		var rt route.PathType
+		switch typ {
+		case netv1.PathTypeExact:
+			rt = route.Exact
+		case netv1.PathTypePrefix:
+			rt = route.Prefix
+		case netv1.PathTypeImplementationSpecific:
+			rt = route.Prefix
+			if path == "" {
+				path = "/"
+			}
+		default:
+			b.ingressProblem(ing, fmt.Sprintf("path %q skipped: unknown pathType %q", p.Path, typ))
+			continue
+		}
+		if !strings.HasPrefix(path, "/") {
+			b.ingressProblem(ing, fmt.Sprintf("path %q skipped: must start with \"/\"", p.Path))
+			continue
+		}
+		key, msg := backendOf(ing.Namespace, &p.Backend)
+		if msg != "" {
+			b.ingressProblem(ing, fmt.Sprintf("path %q skipped: %s", p.Path, msg))
+			continue
+		}
+		out = append(out, pendingRoute{
+			r:   route.Route{Host: host, Path: path, Type: rt, Ingress: ref},
+			key: key,
+		})
+	}
+	return out
+}
+
+// backendOf validates an Ingress backend; msg says why it is unusable.
+func backendOf(ns string, be *netv1.IngressBackend) (k backendKey, msg string) {
+	if be.Resource != nil {
+		return k, "resource backends are not supported"
+	}
+	s := be.Service
+	if s == nil {
+		return k, "backend has no service"
+	}
+	if s.Name == "" {
+		return k, "backend service has no name"
+	}
+	var port string
+	switch {
+	case s.Port.Number != 0 && s.Port.Name != "":
+		return k, fmt.Sprintf("backend service %s sets both port number and name", s.Name)
+	case s.Port.Number > 0 && s.Port.Number <= 65535:
+		port = strconv.Itoa(int(s.Port.Number))
+	case s.Port.Number != 0:
+		return k, fmt.Sprintf("backend service %s has invalid port number %d", s.Name, s.Port.Number)
+	case s.Port.Name != "":
+		port = s.Port.Name
+	default:
+		return k, fmt.Sprintf("backend service %s has no port", s.Name)
+	}
+	return backendKey{ns: ns, svc: s.Name, port: port}, ""
+}
+
+type nsName struct{ ns, name string }
+
+// indexObjects indexes Services by namespace/name and EndpointSlices by
+// namespace/service-name label.
+func indexObjects(svcList []*corev1.Service, sliceList []*discoveryv1.EndpointSlice) (map[nsName]*corev1.Service, map[nsName][]*discoveryv1.EndpointSlice) {
+	svcs := make(map[nsName]*corev1.Service, len(svcList))
+	for _, s := range svcList {
+		if s == nil {
+			continue
+		}
+		k := nsName{s.Namespace, s.Name}
+		// Duplicates cannot come from a lister; keep the result
+		// order-independent anyway.
+		if o, ok := svcs[k]; ok && o.ResourceVersion >= s.ResourceVersion {
+			continue
+		}
+		svcs[k] = s
+	}
+	sls := make(map[nsName][]*discoveryv1.EndpointSlice)
+	for _, s := range sliceList {
+		if s == nil {
+			continue
+		}
+		if svc := s.Labels[labelServiceName]; svc != "" {
+			k := nsName{s.Namespace, svc}
+			sls[k] = append(sls[k], s)
+		}
+	}
+	return svcs, sls
+}
+
+// ResolveEndpoints resolves the Ingress backend namespace/service:port
+// against its Service (nil when it does not exist) and the EndpointSlices of
+// that Service. It returns the ready endpoint addresses, sorted and
+// deduplicated, or an error message when the backend cannot have endpoints.
+// port is a port number ("80") or a port name ("http"): IANA service names
+// always contain a letter, so an all-digit port is a number.
+//
+// Build and the Watcher's endpoint-only updates both resolve through it, so
+// the two paths agree.
+func ResolveEndpoints(ns, svcName, port string, svc *corev1.Service, sls []*discoveryv1.EndpointSlice) (addrs []string, errMsg string) {
+	if svc == nil {
+		return nil, "service " + ns + "/" + svcName + " not found"
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil, "ExternalName services are not supported"
+	}
+	sp, ok := servicePort(svc, port)
+	if !ok {
+		return nil, "service " + ns + "/" + svcName + " has no port " + port
+	}
+	for _, sl := range sls {
+		if sl == nil || sl.Namespace != ns || sl.Labels[labelServiceName] != svcName {
+			continue
+		}
+		if sl.AddressType != discoveryv1.AddressTypeIPv4 && sl.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		num := -1
+		for _, p := range sl.Ports {
+			name := ""
+			if p.Name != nil {
+				name = *p.Name
+			}
+			if name == sp.Name && p.Port != nil && *p.Port > 0 && *p.Port <= 65535 {
+				num = int(*p.Port)
+				break
+			}
+		}
+		if num < 0 {
+			continue
+		}
+		ps := strconv.Itoa(num)
+		for i := range sl.Endpoints {
+			ep := &sl.Endpoints[i]
+			if c := ep.Conditions; (c.Ready != nil && !*c.Ready) || (c.Terminating != nil && *c.Terminating) {
+				continue
+			}
+			if len(ep.Addresses) == 0 {
+				continue
+			}
+			// The addresses of one endpoint are fungible; like kube-proxy
+			// use the first only so a pod is not weighted twice.
+			a, err := netip.ParseAddr(ep.Addresses[0])
+			if err != nil || a.Zone() != "" || a.Is4In6() {
+				continue
+			}
+			if a.Is4() != (sl.AddressType == discoveryv1.AddressTypeIPv4) {
+				continue
+			}
+			addrs = append(addrs, net.JoinHostPort(a.String(), ps))
+		}
+	}
+	slices.Sort(addrs)
+	return slices.Compact(addrs), ""
+}
+
+// servicePort finds the Service port an Ingress backend port refers to.
+func servicePort(svc *corev1.Service, port string) (corev1.ServicePort, bool) {
+	num, err := strconv.ParseInt(port, 10, 32)
+	byNumber := err == nil
+	for _, p := range svc.Spec.Ports {
+		if byNumber && int64(p.Port) == num || !byNumber && p.Name == port {
+			return p, true
+		}
+	}
+	return corev1.ServicePort{}, false
+}

@@ -1,0 +1,264 @@
+package discovery
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/edgegate/edgegate/route"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
+// decodeInput decodes a multi-document YAML (or JSON) stream of Ingress,
+// IngressClass, Service and EndpointSlice objects. Documents of other kinds
+// are errors when strict, skipped otherwise.
+func decodeInput(data []byte, strict bool) (Input, error) {
+	var in Input
+	for i, doc := range docSep.Split(string(data), -1) {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		var tm struct {
+			Kind string `json:"kind"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &tm); err != nil {
+			if strict {
+				return in, fmt.Errorf("document %d: %w", i, err)
+			}
+			continue
+		}
+		var err error
+		switch tm.Kind {
+		case "Ingress":
+			o := new(netv1.Ingress)
+			if err = yaml.Unmarshal([]byte(doc), o); err == nil {
+				in.Ingresses = append(in.Ingresses, o)
+			}
+		case "IngressClass":
+			o := new(netv1.IngressClass)
+			if err = yaml.Unmarshal([]byte(doc), o); err == nil {
+				in.Classes = append(in.Classes, o)
+			}
+		case "Service":
+			o := new(corev1.Service)
+			if err = yaml.Unmarshal([]byte(doc), o); err == nil {
+				in.Services = append(in.Services, o)
+			}
+		case "EndpointSlice":
+			o := new(discoveryv1.EndpointSlice)
+			if err = yaml.Unmarshal([]byte(doc), o); err == nil {
+				in.Slices = append(in.Slices, o)
+			}
+		default:
+			err = fmt.Errorf("unknown kind %q", tm.Kind)
+		}
+		if err != nil && strict {
+			return in, fmt.Errorf("document %d: %w", i, err)
+		}
+	}
+	return in, nil
+}
+
+// dump is the golden form of a Build result: deliberately independent of
+// route's hash function and of Version/Built.
+type dump struct {
+	Hosts    []dumpHost    `json:"hosts"`
+	Default  *dumpRoute    `json:"default"`
+	Backends []dumpBackend `json:"backends"`
+	Problems []string      `json:"problems"`
+}
+
+type dumpHost struct {
+	Host   string      `json:"host"`
+	Routes []dumpRoute `json:"routes"`
+}
+
+type dumpRoute struct {
+	Path    string `json:"path"`
+	Type    string `json:"type"`
+	Ingress string `json:"ingress"`
+	Backend string `json:"backend"`
+}
+
+type dumpBackend struct {
+	ID    string   `json:"id"`
+	Error string   `json:"error,omitempty"`
+	Addrs []string `json:"addrs"`
+}
+
+func dumpOf(s *route.Snapshot, problems []Problem) dump {
+	d := dump{Hosts: []dumpHost{}, Backends: []dumpBackend{}, Problems: []string{}}
+	rv := func(r *route.Route) dumpRoute {
+		return dumpRoute{Path: r.Path, Type: r.Type.String(), Ingress: r.Ingress.String(), Backend: s.Backends[r.Backend].ID()}
+	}
+	for _, t := range s.Hosts() {
+		h := dumpHost{Host: t.Host, Routes: []dumpRoute{}}
+		for _, r := range t.Routes {
+			h.Routes = append(h.Routes, rv(r))
+		}
+		d.Hosts = append(d.Hosts, h)
+	}
+	if s.Default != nil {
+		r := rv(s.Default)
+		d.Default = &r
+	}
+	for _, b := range s.Backends {
+		a := b.Addrs
+		if a == nil {
+			a = []string{}
+		}
+		d.Backends = append(d.Backends, dumpBackend{ID: b.ID(), Error: b.Error, Addrs: a})
+	}
+	for _, p := range problems {
+		d.Problems = append(d.Problems, p.String())
+	}
+	return d
+}
+
+func TestBuildGolden(t *testing.T) {
+	ins, err := filepath.Glob("testdata/build/*.in.yaml")
+	if err != nil || len(ins) == 0 {
+		t.Fatalf("no test cases: %v", err)
+	}
+	for _, inPath := range ins {
+		name := strings.TrimSuffix(filepath.Base(inPath), ".in.yaml")
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			data, err := os.ReadFile(inPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, err := decodeInput(data, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap, problems := Build(in)
+			got, err := json.MarshalIndent(dumpOf(snap, problems), "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, '\n')
+			outPath := strings.TrimSuffix(inPath, ".in.yaml") + ".out.json"
+			if *update {
+				if err := os.WriteFile(outPath, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(outPath)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("Build(%s) differs from %s (run with -update to accept):\n%s", inPath, outPath, got)
+			}
+
+			// The result must not depend on the order of the objects.
+			for seed := range uint64(5) {
+				r := rand.New(rand.NewPCG(seed, 1))
+				sh := Input{
+					IngressClassName: in.IngressClassName,
+					Ingresses:        shuffled(r, in.Ingresses),
+					Classes:          shuffled(r, in.Classes),
+					Services:         shuffled(r, in.Services),
+					Slices:           shuffled(r, in.Slices),
+				}
+				s2, p2 := Build(sh)
+				if s2.Hash() != snap.Hash() || !slices.Equal(p2, problems) {
+					t.Fatalf("Build of shuffled input (seed %d) differs", seed)
+				}
+			}
+		})
+	}
+}
+
+func shuffled[T any](r *rand.Rand, s []T) []T {
+	s = slices.Clone(s)
+	r.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
+	return s
+}
+
+func TestBuildNilAndEmpty(t *testing.T) {
+	t.Parallel()
+	s, p := Build(Input{})
+	if s == nil || len(s.Hosts()) != 0 || s.Default != nil || len(p) != 0 {
+		t.Fatalf("Build(empty) = %v, %v", s.View(), p)
+	}
+	pt := netv1.PathTypeExact
+	s, _ = Build(Input{
+		Ingresses: []*netv1.Ingress{nil, {
+			ObjectMeta: metav1ObjectMeta("default", "x"),
+			Spec: netv1.IngressSpec{
+				IngressClassName: ptr("edgegate"),
+				DefaultBackend:   &netv1.IngressBackend{},
+				Rules: []netv1.IngressRule{{}, {IngressRuleValue: netv1.IngressRuleValue{HTTP: &netv1.HTTPIngressRuleValue{
+					Paths: []netv1.HTTPIngressPath{{PathType: &pt}, {Path: "/a", PathType: &pt, Backend: netv1.IngressBackend{Service: &netv1.IngressServiceBackend{Name: "s", Port: netv1.ServiceBackendPort{Number: 1}}}}},
+				}}}},
+			},
+		}},
+		Classes:  []*netv1.IngressClass{nil},
+		Services: []*corev1.Service{nil},
+		Slices:   []*discoveryv1.EndpointSlice{nil, {}},
+	})
+	if got := len(s.Hosts()); got != 1 {
+		t.Fatalf("got %d host tables, want 1", got)
+	}
+}
+
+func TestProblemString(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		p    Problem
+		want string
+	}{
+		{Problem{Kind: KindIngress, Namespace: "ns", Name: "web", Msg: "bad"}, "ingress ns/web: bad"},
+		{Problem{Kind: KindIngressClass, Name: "edgegate", Msg: "bad"}, "ingressclass edgegate: bad"},
+	} {
+		if got := tc.p.String(); got != tc.want {
+			t.Errorf("String() = %q, want %q", got, tc.want)
+		}
+	}
+}
+
+// FuzzBuild builds from arbitrary YAML/JSON-decoded objects: Build must never
+// panic, and must be deterministic.
+func FuzzBuild(f *testing.F) {
+	ins, _ := filepath.Glob("testdata/build/*.in.yaml")
+	for _, p := range ins {
+		if data, err := os.ReadFile(p); err == nil {
+			f.Add(data, "")
+		}
+	}
+	f.Add([]byte(`{"kind":"Ingress","metadata":{"name":"a","annotations":{"kubernetes.io/ingress.class":"x"}},"spec":{"rules":[{"host":"*","http":{"paths":[{"path":"","backend":{}}]}}]}}`), "x")
+	f.Fuzz(func(t *testing.T, data []byte, class string) {
+		in, _ := decodeInput(data, false)
+		in.IngressClassName = class
+		s1, p1 := Build(in)
+		s2, p2 := Build(in)
+		if s1.Hash() != s2.Hash() || !slices.Equal(p1, p2) {
+			t.Fatal("Build is not deterministic")
+		}
+		eachRoute(s1, func(r *route.Route) {
+			if r.Backend < 0 || r.Backend >= len(s1.Backends) {
+				t.Fatalf("route %+v has backend index out of range", r)
+			}
+		})
+		_ = s1.View()
+	})
+}

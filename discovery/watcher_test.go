@@ -1,0 +1,458 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/edgegate/edgegate/balancer"
+	"github.com/edgegate/edgegate/route"
+)
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testIngress(ns, name, host, svc string) *netv1.Ingress {
+	pt := netv1.PathTypePrefix
+	return &netv1.Ingress{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: metav1.Unix(1, 0)},
+		Spec: netv1.IngressSpec{
+			IngressClassName: ptr("edgegate"),
+			Rules: []netv1.IngressRule{{Host: host, IngressRuleValue: netv1.IngressRuleValue{HTTP: &netv1.HTTPIngressRuleValue{
+				Paths: []netv1.HTTPIngressPath{{Path: "/", PathType: &pt, Backend: netv1.IngressBackend{
+					Service: &netv1.IngressServiceBackend{Name: svc, Port: netv1.ServiceBackendPort{Number: 80}},
+				}}},
+			}}}},
+		},
+	}
+}
+
+func testService(ns, name string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+	}
+}
+
+func testSlice(ns, name, svc string, addrs ...string) *discoveryv1.EndpointSlice {
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{labelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}},
+	}
+	for _, a := range addrs {
+		sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}})
+	}
+	return sl
+}
+
+type harness struct {
+	w      *Watcher
+	client *fake.Clientset
+	reg    *balancer.Registry
+	logs   *syncBuffer
+	pubs   atomic.Int64
+	errc   chan error
+}
+
+// start runs a Watcher on a fake clientset holding objs and waits until it
+// is ready and every informer's watch is established (the fake API server
+// drops events sent before that).
+func start(t *testing.T, cfg Config, objs ...runtime.Object) *harness {
+	t.Helper()
+	h := &harness{client: fake.NewClientset(objs...), logs: &syncBuffer{}, errc: make(chan error, 1)}
+	var watches atomic.Int32
+	h.client.PrependWatchReactor("*", func(action k8stesting.Action) (bool, watch.Interface, error) {
+		wi, err := h.client.Tracker().Watch(action.GetResource(), action.GetNamespace())
+		if err != nil {
+			return false, nil, err
+		}
+		watches.Add(1)
+		return true, wi, nil
+	})
+	h.reg = balancer.NewRegistry(balancer.RegistryConfig{})
+	cfg.Client = h.client
+	cfg.Registry = h.reg
+	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.OnPublish = func(*route.Snapshot) { h.pubs.Add(1) }
+	w, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.w = w
+	if ok, _ := w.Ready(); ok || w.Snapshot() != nil {
+		t.Fatal("ready before Run")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { h.errc <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-h.errc; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	want := int32(1 + 3*len(w.scopes))
+	waitFor(t, "ready and watching", func() bool {
+		ok, _ := w.Ready()
+		return ok && watches.Load() >= want
+	})
+	return h
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (h *harness) builds(kind string) float64 {
+	return testutil.ToFloat64(h.w.m.builds.WithLabelValues(kind))
+}
+
+func match(s *route.Snapshot, host string) *route.Route {
+	return s.Match([]byte(host), []byte("/"))
+}
+
+func TestWatcherInitialPublish(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{},
+		testIngress("shop", "web", "shop.example.com", "web"),
+		testService("shop", "web"),
+		testSlice("shop", "web-1", "web", "10.0.0.1", "10.0.0.2"),
+		// another class: ignored
+		&netv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: "nginx"}, Spec: netv1.IngressClassSpec{Controller: "k8s.io/ingress-nginx"}},
+	)
+	s := h.w.Snapshot()
+	if s.Version != 1 || s.Built.IsZero() {
+		t.Fatalf("first snapshot version %d built %v", s.Version, s.Built)
+	}
+	r := match(s, "shop.example.com")
+	if r == nil {
+		t.Fatal("no route for shop.example.com")
+	}
+	b := s.Backends[r.Backend]
+	if len(b.Endpoints) != 2 || b.Endpoints[0].Addr != "10.0.0.1:8080" || b.Endpoints[1].Addr != "10.0.0.2:8080" {
+		t.Fatalf("backend endpoints not bound: %+v", b)
+	}
+	if got := h.reg.Len(); got != 2 {
+		t.Fatalf("registry has %d endpoints, want 2", got)
+	}
+	if ok, msg := h.w.Ready(); !ok || msg == "" {
+		t.Fatalf("Ready() = %v, %q", ok, msg)
+	}
+	if testutil.ToFloat64(h.w.m.synced) != 1 || testutil.ToFloat64(h.w.m.version) != 1 || testutil.ToFloat64(h.w.m.apiUp) != 1 {
+		t.Fatal("synced, version or apiserver_up gauge not set")
+	}
+	if h.pubs.Load() != 1 {
+		t.Fatalf("OnPublish called %d times, want 1", h.pubs.Load())
+	}
+}
+
+func TestWatcherIngressAdd(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{}, testService("default", "web"), testSlice("default", "web-1", "web", "10.0.0.1"))
+	if got := len(h.w.Snapshot().Hosts()); got != 0 {
+		t.Fatalf("%d host tables before any Ingress", got)
+	}
+	ctx := t.Context()
+	if _, err := h.client.NetworkingV1().Ingresses("default").Create(ctx, testIngress("default", "web", "a.example.com", "web"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the Ingress in a snapshot", func() bool { return match(h.w.Snapshot(), "a.example.com") != nil })
+	s := h.w.Snapshot()
+	if s.Version != 2 {
+		t.Fatalf("version %d, want 2", s.Version)
+	}
+	if b := s.Backends[match(s, "a.example.com").Backend]; len(b.Endpoints) != 1 {
+		t.Fatalf("backend not bound: %+v", b)
+	}
+
+	// Deleting it removes the route.
+	if err := h.client.NetworkingV1().Ingresses("default").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the Ingress gone", func() bool { return match(h.w.Snapshot(), "a.example.com") == nil })
+}
+
+func TestWatcherEndpointsOnly(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{},
+		testIngress("default", "web", "a.example.com", "web"),
+		testIngress("default", "other", "b.example.com", "other"),
+		testService("default", "web"),
+		testService("default", "other"),
+		testSlice("default", "web-1", "web", "10.0.0.1"),
+		testSlice("default", "other-1", "other", "10.0.1.1"),
+	)
+	s1 := h.w.Snapshot()
+	full := h.builds("full")
+
+	sl := testSlice("default", "web-1", "web", "10.0.0.1", "10.0.0.2")
+	if _, err := h.client.DiscoveryV1().EndpointSlices("default").Update(t.Context(), sl, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new endpoint", func() bool {
+		s := h.w.Snapshot()
+		return len(s.Backends[match(s, "a.example.com").Backend].Addrs) == 2
+	})
+	s2 := h.w.Snapshot()
+	if s2.Version != s1.Version+1 {
+		t.Fatalf("version %d after %d", s2.Version, s1.Version)
+	}
+	if h.builds("endpoints") < 1 || h.builds("full") != full {
+		t.Fatalf("builds: endpoints %v, full %v (was %v): want an endpoints build only", h.builds("endpoints"), h.builds("full"), full)
+	}
+	// Route tables are shared, and so is the untouched backend.
+	if len(s1.Hosts()) != len(s2.Hosts()) || &s1.Hosts()[0] != &s2.Hosts()[0] {
+		t.Fatal("route tables were rebuilt")
+	}
+	ob := match(s1, "b.example.com").Backend
+	if s1.Backends[ob] != s2.Backends[ob] {
+		t.Fatal("unchanged backend was replaced")
+	}
+	nb := s2.Backends[match(s2, "a.example.com").Backend]
+	if len(nb.Endpoints) != 2 || nb.Endpoints[1].Addr != "10.0.0.2:8080" {
+		t.Fatalf("new backend not bound: %+v", nb)
+	}
+	if s1.Hash() == s2.Hash() {
+		t.Fatal("hash unchanged")
+	}
+
+	// The endpoints path agrees with a full Build of the same objects.
+	want, _ := Build(h.w.input())
+	if want.Hash() != s2.Hash() {
+		t.Fatal("endpoints update differs from a full build")
+	}
+
+	// A slice of a Service no route uses builds nothing new.
+	v := h.w.Snapshot().Version
+	if _, err := h.client.DiscoveryV1().EndpointSlices("default").Create(t.Context(), testSlice("default", "x-1", "unused", "10.9.9.9"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eps := h.builds("endpoints")
+	waitFor(t, "an endpoints build", func() bool { return h.builds("endpoints") > eps })
+	if h.w.Snapshot().Version != v {
+		t.Fatal("published for an unused Service")
+	}
+}
+
+func TestWatcherUnchangedHash(t *testing.T) {
+	t.Parallel()
+	ing := testIngress("default", "web", "a.example.com", "web")
+	h := start(t, Config{}, ing, testService("default", "web"))
+	full := h.builds("full")
+	ing = ing.DeepCopy()
+	ing.Annotations = map[string]string{"note": "does not change routes"}
+	ing.ResourceVersion = "42"
+	if _, err := h.client.NetworkingV1().Ingresses("default").Update(t.Context(), ing, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a full build", func() bool { return h.builds("full") > full })
+	if v := h.w.Snapshot().Version; v != 1 {
+		t.Fatalf("version %d after a no-op change, want 1", v)
+	}
+	if h.pubs.Load() != 1 {
+		t.Fatalf("OnPublish called %d times, want 1", h.pubs.Load())
+	}
+}
+
+func TestWatcherNamespaces(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{Namespaces: []string{"a", "b"}},
+		testIngress("a", "web", "a.example.com", "web"),
+		testIngress("c", "web", "c.example.com", "web"),
+	)
+	s := h.w.Snapshot()
+	if match(s, "a.example.com") == nil || match(s, "c.example.com") != nil {
+		t.Fatalf("namespaces not limited: %+v", s.View().Hosts)
+	}
+	if _, err := h.client.NetworkingV1().Ingresses("b").Create(t.Context(), testIngress("b", "web", "b.example.com", "web"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the Ingress of namespace b", func() bool { return match(h.w.Snapshot(), "b.example.com") != nil })
+}
+
+func TestWatcherProblemsLoggedOnce(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{}, testIngress("default", "web", "a.example.com", "missing"))
+	if got := testutil.ToFloat64(h.w.m.problems.WithLabelValues(KindIngress)); got != 1 {
+		t.Fatalf("problems gauge %v, want 1", got)
+	}
+	full := h.builds("full")
+	ing := testIngress("default", "web2", "b.example.com", "missing")
+	if _, err := h.client.NetworkingV1().Ingresses("default").Create(t.Context(), ing, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a full build", func() bool { return h.builds("full") > full })
+	waitFor(t, "the gauge", func() bool { return testutil.ToFloat64(h.w.m.problems.WithLabelValues(KindIngress)) == 2 })
+	logs := h.logs.String()
+	if n := strings.Count(logs, `name=web error=`); n != 1 {
+		t.Fatalf("problem of default/web logged %d times, want 1:\n%s", n, logs)
+	}
+	if n := strings.Count(logs, `name=web2 error=`); n != 1 {
+		t.Fatalf("problem of default/web2 logged %d times, want 1:\n%s", n, logs)
+	}
+}
+
+func TestWatcherAPIServerConnectivity(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{})
+	r := cache.NewReflector(&cache.ListWatch{}, &netv1.Ingress{}, cache.NewStore(cache.MetaNamespaceKeyFunc), 0)
+	down := errors.New("dial tcp 10.0.0.1:6443: connect: connection refused")
+	for range 3 {
+		h.w.onWatchError(r, down)
+	}
+	if testutil.ToFloat64(h.w.m.apiUp) != 0 {
+		t.Fatal("apiserver_up still 1")
+	}
+	// Routine and refusal errors are not outages.
+	h.w.markUp()
+	h.w.onWatchError(r, apierrors.NewResourceExpired("too old"))
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "ingresses"}, "", errors.New("rbac"))
+	h.w.onWatchError(r, forbidden)
+	h.w.onWatchError(r, forbidden)
+	if testutil.ToFloat64(h.w.m.apiUp) != 1 {
+		t.Fatal("apiserver_up 0 after a non-outage error")
+	}
+	h.w.onWatchError(r, down)
+	h.w.markUp()
+	h.w.markUp()
+
+	logs := h.logs.String()
+	for msg, want := range map[string]int{
+		"api server unreachable, serving last snapshot": 2,
+		"api server reachable again":                    2,
+		"api server refused watch":                      1,
+	} {
+		if n := strings.Count(logs, msg); n != want {
+			t.Errorf("%q logged %d times, want %d:\n%s", msg, n, want, logs)
+		}
+	}
+	if !strings.Contains(logs, "snapshot_version=1") {
+		t.Errorf("outage log without the snapshot version:\n%s", logs)
+	}
+}
+
+func TestWatcherProbe(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Client: fake.NewClientset(), Logger: slog.New(slog.DiscardHandler)}
+	w, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fail atomic.Bool
+	fail.Store(true)
+	w.probeEach = time.Millisecond
+	w.probe = func(context.Context) error {
+		if fail.Load() {
+			return errors.New("timeout")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { w.probeLoop(ctx); close(done) }()
+	waitFor(t, "down", func() bool {
+		w.connMu.Lock()
+		defer w.connMu.Unlock()
+		return w.conn == connDown
+	})
+	fail.Store(false)
+	waitFor(t, "up", func() bool { return testutil.ToFloat64(w.m.apiUp) == 1 && testutil.ToFloat64(w.m.lastContact) > 0 })
+	cancel()
+	<-done
+	// The default probe works against the fake (which has no REST client).
+	if err := w.defaultProbe(t.Context()); err != nil {
+		t.Fatalf("defaultProbe: %v", err)
+	}
+}
+
+func TestNewConfig(t *testing.T) {
+	t.Parallel()
+	if _, err := New(Config{}); err == nil {
+		t.Error("New without a client succeeded")
+	}
+	if _, err := New(Config{Client: fake.NewClientset(), CoalesceIdle: time.Second, CoalesceMax: time.Millisecond}); err == nil {
+		t.Error("New with CoalesceMax < CoalesceIdle succeeded")
+	}
+	w, err := New(Config{Client: fake.NewClientset()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.cfg.CoalesceIdle != DefaultCoalesceIdle || w.cfg.CoalesceMax != DefaultCoalesceMax || w.cfg.IngressClassName != DefaultIngressClassName {
+		t.Fatalf("defaults not applied: %+v", w.cfg)
+	}
+	if len(w.Collectors()) != 8 {
+		t.Fatalf("%d collectors", len(w.Collectors()))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := w.Run(ctx); err != nil {
+		t.Fatalf("Run with a done context: %v", err)
+	}
+	if err := w.Run(t.Context()); err == nil {
+		t.Fatal("second Run succeeded")
+	}
+}
+
+func TestStripObject(t *testing.T) {
+	t.Parallel()
+	ing := &netv1.Ingress{ObjectMeta: metav1.ObjectMeta{
+		Annotations:   map[string]string{lastAppliedAnnotation: "{...}", annIngressClass: "edgegate"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+	}}
+	orig := ing.Annotations
+	out, err := stripObject(ing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*netv1.Ingress)
+	if got.ManagedFields != nil || len(got.Annotations) != 1 || got.Annotations[annIngressClass] != "edgegate" {
+		t.Fatalf("not stripped: %+v", got.ObjectMeta)
+	}
+	if len(orig) != 2 {
+		t.Fatal("the original annotation map was modified")
+	}
+	if o, _ := stripObject(cache.DeletedFinalStateUnknown{Key: "x"}); o == nil {
+		t.Fatal("tombstone lost")
+	}
+}
