@@ -114,11 +114,12 @@ type pendingRoute struct {
 // Semantics, following the Ingress v1 documentation:
 //
 //   - An Ingress is ours when its class (spec.ingressClassName, else the
-//     kubernetes.io/ingress.class annotation) names an IngressClass whose
-//     controller is ControllerName, or equals the configured class name and
-//     no IngressClass of that name exists. A class-less Ingress is ours when
-//     an IngressClass of ours is annotated as the cluster default. Others are
-//     ignored silently.
+//     kubernetes.io/ingress.class annotation) is the configured class name
+//     and the IngressClass of that name, if it exists, has controller
+//     ControllerName. A class-less Ingress is ours when that IngressClass
+//     exists, is ours and is annotated as the cluster default. Other classes
+//     are ignored silently, even when their controller is ours: they belong
+//     to another edgegate fleet configured with their name.
 //   - Ingresses claim rules oldest first (creationTimestamp, then
 //     namespace/name); a later identical host+type+path is dropped with a
 //     Problem. The oldest Ingress with a usable spec.defaultBackend provides
@@ -295,16 +296,17 @@ type classSet struct {
 	// byName holds every IngressClass by name: true when its controller
 	// is ours.
 	byName map[string]bool
-	// defaultOurs is set when one of our IngressClasses is the cluster
-	// default.
+	// defaultOurs is set when the configured IngressClass is ours and the
+	// cluster default.
 	defaultOurs bool
 }
 
 func (c *classSet) ours(name string) bool {
-	if mine, ok := c.byName[name]; ok {
-		return mine
+	if name != c.configured {
+		return false
 	}
-	return name == c.configured
+	mine, ok := c.byName[name]
+	return !ok || mine
 }
 
 func (b *builder) classes(configured string, list []*netv1.IngressClass) *classSet {
@@ -317,7 +319,7 @@ func (b *builder) classes(configured string, list []*netv1.IngressClass) *classS
 		// Names are unique in a cluster; should a name repeat anyway, our
 		// controller wins so the result does not depend on order.
 		cs.byName[ic.Name] = cs.byName[ic.Name] || mine
-		if mine && ic.Annotations[netv1.AnnotationIsDefaultIngressClass] == "true" {
+		if mine && ic.Name == configured && ic.Annotations[netv1.AnnotationIsDefaultIngressClass] == "true" {
 			cs.defaultOurs = true
 		}
 	}
