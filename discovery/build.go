@@ -338,6 +338,27 @@ func (b *builder) classes(configured string, list []*netv1.IngressClass) *classS
 	return cs
 }
 
+// unmatchablePath explains why a path can never match a request, or returns
+// "". Request paths are matched after normalisation (no empty, "." or ".."
+// segments; percent-decoded), so a rule with such segments would silently
+// never match. The API server rejects these for Exact and Prefix but not for
+// ImplementationSpecific.
+func unmatchablePath(path string) string {
+	if strings.ContainsAny(path, "?#") {
+		return "contains a query or fragment marker"
+	}
+	segs := strings.Split(path[1:], "/")
+	for i, seg := range segs {
+		switch {
+		case seg == "." || seg == "..":
+			return "contains a dot segment; request paths are normalised before matching, so it can never match"
+		case seg == "" && i < len(segs)-1:
+			return "contains an empty segment (\"//\"); request paths are normalised before matching, so it can never match"
+		}
+	}
+	return ""
+}
+
 // ingressClassOf returns the class an Ingress asks for, "" when none.
 func ingressClassOf(ing *netv1.Ingress) string {
 	if n := ing.Spec.IngressClassName; n != nil && *n != "" {
@@ -421,6 +442,14 @@ func (b *builder) rule(ing *netv1.Ingress, ref route.IngressRef, rule *netv1.Ing
 		}
 		if !strings.HasPrefix(path, "/") {
 			b.ingressProblem(ing, fmt.Sprintf("path %q skipped: must start with \"/\"", p.Path))
+			continue
+		}
+		check := path
+		if rt == route.Prefix { // trailing slashes are ignored for Prefix
+			check = route.PrefixKey(path) + "/"
+		}
+		if msg := unmatchablePath(check); msg != "" {
+			b.ingressProblem(ing, fmt.Sprintf("path %q skipped: %s", p.Path, msg))
 			continue
 		}
 		key, msg := backendOf(ing.Namespace, &p.Backend)

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -685,7 +686,7 @@ func (w *Watcher) reportProblems(ps []Problem) {
 		now[p] = true
 		counts[p.Kind]++
 		if !w.problems[p] {
-			w.log.Warn("config problem", "kind", p.Kind, "namespace", p.Namespace, "name", p.Name, "error", p.Msg)
+			w.log.Warn("config problem", p.attr(), "kind", p.Kind, "namespace", p.Namespace, "name", p.Name, "error", p.Msg)
 		}
 	}
 	var gone []Problem
@@ -696,12 +697,22 @@ func (w *Watcher) reportProblems(ps []Problem) {
 	}
 	sort.Slice(gone, func(i, j int) bool { return compareProblems(gone[i], gone[j]) < 0 })
 	for _, p := range gone {
-		w.log.Info("config problem resolved", "kind", p.Kind, "namespace", p.Namespace, "name", p.Name, "error", p.Msg)
+		w.log.Info("config problem resolved", p.attr(), "kind", p.Kind, "namespace", p.Namespace, "name", p.Name, "error", p.Msg)
 	}
 	w.problems = now
 	for _, k := range []string{KindIngress, KindIngressClass} {
 		w.m.problems.WithLabelValues(k).Set(float64(counts[k]))
 	}
+}
+
+// attr names the object as operators grep for it: ingress=namespace/name,
+// ingressclass=name.
+func (p Problem) attr() slog.Attr {
+	ref := p.Name
+	if p.Namespace != "" {
+		ref = p.Namespace + "/" + p.Name
+	}
+	return slog.String(strings.ToLower(p.Kind), ref)
 }
 
 // onWatchError is every informer's watch error handler: called on each

@@ -217,8 +217,9 @@ func (cp *ControlPlane) RESTConfig() *rest.Config { return rest.CopyConfig(cp.re
 // Client is a clientset for the admin user, shared by all callers.
 func (cp *ControlPlane) Client() kubernetes.Interface { return cp.client }
 
-// StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL after 15 s) and
-// leaves etcd and its data running, to simulate losing the API server.
+// StopAPIServer kills kube-apiserver at once (SIGKILL: the API server is
+// lost, as when its host dies or the network drops; a graceful stop would
+// wait for every open watch) and leaves etcd and its data running.
 func (cp *ControlPlane) StopAPIServer() error {
 	cp.mu.Lock()
 	p := cp.apiserver
@@ -227,7 +228,7 @@ func (cp *ControlPlane) StopAPIServer() error {
 	if p == nil {
 		return nil
 	}
-	return p.stop(stopTimeout)
+	return p.kill()
 }
 
 // StartAPIServer starts kube-apiserver again after StopAPIServer, on the same
@@ -283,7 +284,9 @@ func (cp *ControlPlane) Stop() error {
 
 	var errs []error
 	if api != nil {
-		errs = append(errs, api.stop(stopTimeout))
+		// A test API server holds no state of its own (etcd does), and a
+		// graceful stop waits for every open watch: kill it.
+		errs = append(errs, api.kill())
 	}
 	if etcd != nil {
 		errs = append(errs, etcd.stop(stopTimeout))
@@ -537,6 +540,20 @@ func (p *proc) stop(timeout time.Duration) error {
 		<-p.done
 		return fmt.Errorf("controlplane: %s did not exit within %v of SIGTERM; killed", p.name, timeout)
 	}
+}
+
+// kill stops the process with SIGKILL and waits for it.
+func (p *proc) kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("controlplane: kill %s: %w", p.name, err)
+	}
+	<-p.done
+	return nil
 }
 
 // logTail returns the last lines of the log, formatted for an error.
