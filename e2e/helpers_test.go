@@ -55,12 +55,14 @@ func testMain(m *testing.M) int {
 		}
 		defer os.RemoveAll(dir)
 		start := time.Now()
-		gatewayBin, err = gatewayproc.Build(context.Background(), dir)
+		// Under go test -race the gateway is built with -race too, so a data
+		// race in the real binary fails the test that triggered it (exit 66).
+		gatewayBin, err = gatewayproc.Build(context.Background(), dir, buildFlags...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		fmt.Fprintf(os.Stderr, "e2e: built edgegate in %s\n", time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(os.Stderr, "e2e: built edgegate %v in %s\n", buildFlags, time.Since(start).Round(time.Millisecond))
 	}
 	code := controlplane.Run(m)
 	if podNet.n != nil {
@@ -88,12 +90,12 @@ var envSeq atomic.Int64
 
 // newEnv starts a gateway for a fresh namespace and ingress class. Options
 // go to the gateway process.
-func newEnv(t *testing.T, opts ...func(*gatewayproc.Options)) *env {
+func newEnv(t *testing.T, opts ...func(*env, *gatewayproc.Options)) *env {
 	t.Helper()
 	return newEnvOn(t, controlplane.ForTest(t), opts...)
 }
 
-func newEnvOn(t *testing.T, cp *controlplane.ControlPlane, opts ...func(*gatewayproc.Options)) *env {
+func newEnvOn(t *testing.T, cp *controlplane.ControlPlane, opts ...func(*env, *gatewayproc.Options)) *env {
 	t.Helper()
 	n := envSeq.Add(1)
 	name := fmt.Sprintf("e2e-%d-%s", n, strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
@@ -121,7 +123,7 @@ func newEnvOn(t *testing.T, cp *controlplane.ControlPlane, opts ...func(*gateway
 		KubernetesExtra: fmt.Sprintf("ingress_class = %q\n", e.class),
 	}
 	for _, f := range opts {
-		f(&o)
+		f(e, &o)
 	}
 	gw, err := gatewayproc.Start(e.ctx, o)
 	if err != nil {

@@ -67,7 +67,7 @@ func TestForwardedHeadersAndHost(t *testing.T) {
 
 func TestUpstreamErrors(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(o *gatewayproc.Options) {
+	e := newEnv(t, func(_ *env, o *gatewayproc.Options) {
 		o.Extra += "\n[upstream]\nresponse_timeout = \"500ms\"\nconnect_timeout = \"1s\"\n"
 	})
 	slow := e.app("slow")

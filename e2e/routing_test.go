@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/edgegate/edgegate/internal/controlplane"
+	"github.com/edgegate/edgegate/internal/gatewayproc"
+
 	corev1 "k8s.io/api/core/v1"
 	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -347,4 +350,28 @@ func bigHeader() string {
 		b[i] = 'x'
 	}
 	return string(b)
+}
+
+func TestWatchNamespaces(t *testing.T) {
+	t.Parallel()
+	cp := controlplane.ForTest(t)
+	other := newEnvOn(t, cp)
+	// e's gateway watches only e.ns; other's namespace holds an Ingress of
+	// e's class that it must ignore.
+	e := newEnvOn(t, cp, func(e *env, o *gatewayproc.Options) {
+		o.KubernetesExtra += fmt.Sprintf("watch_namespaces = [%q]\n", e.ns)
+	})
+	e.app("mine")
+	e.ingress(e.ing("mine", rule("mine."+e.ns+".test", prefix("/", "mine", 80))))
+	other.app("theirs")
+	theirs := other.ing("theirs", rule("theirs."+e.ns+".test", prefix("/", "theirs", 80)))
+	theirs.Spec.IngressClassName = &e.class
+	other.ingress(theirs)
+
+	e.expect("mine."+e.ns+".test", "/", want{pod: "mine"})
+	e.expect("theirs."+e.ns+".test", "/", want{status: 404})
+	// Sanity: the same Ingress moved into e's namespace is routed.
+	mirror := e.ing("theirs", rule("theirs."+e.ns+".test", prefix("/", "mine", 80)))
+	e.ingress(mirror)
+	e.expect("theirs."+e.ns+".test", "/", want{pod: "mine"})
 }

@@ -22,14 +22,15 @@ import (
 )
 
 // Build compiles the edgegate binary from the module containing this package
-// into dir and returns its path.
-func Build(ctx context.Context, dir string) (string, error) {
+// into dir and returns its path. flags go to go build (for example -race).
+func Build(ctx context.Context, dir string, flags ...string) (string, error) {
 	root, err := ModuleRoot(ctx)
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, "edgegate")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	args := append([]string{"build", "-o", bin}, flags...)
+	cmd := exec.CommandContext(ctx, "go", append(args, ".")...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build edgegate: %w\n%s", err, out)
