@@ -12,7 +12,7 @@ CP_VERSION := v1.36.3
 EDGEGATE_CP_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgegate/controlplane-$(CP_VERSION)
 export EDGEGATE_CP_DIR
 
-.PHONY: all build controlplane test test-short vet fuzz demo bench clean clean-controlplane
+.PHONY: all build controlplane test test-short vet fuzz demo bench bench-propagation bench-go clean clean-controlplane
 
 all: build
 
@@ -53,6 +53,19 @@ fuzz:
 demo: controlplane build
 	@echo "demo: go run ./internal/demo (control plane from $(EDGEGATE_CP_DIR))"
 	$(GO) run ./internal/demo
+
+# Time from an EndpointSlice or Ingress write to the first request routed the
+# new way, p50/p99 over CHANGES changes of each kind (needs root: pods live in
+# a network namespace). Writes bench/results/propagation.md. ~1 minute.
+CHANGES ?= 200
+bench-propagation: controlplane
+	@echo "bench-propagation: $(CHANGES) EndpointSlice and $(CHANGES) Ingress changes through a real API server (~1 min)"
+	$(GO) run ./bench/propagation -changes $(CHANGES)
+
+# Hot-path Go benchmarks (match, header rewrite, pick, build) with -benchmem.
+bench-go:
+	@echo "bench-go: hot-path benchmarks (~1-2 min)"
+	$(GO) test -run '^$$' -bench . -benchmem ./route/ ./proxy/ ./balancer/ ./discovery/
 
 bench:
 	@if [ -x bench/run.sh ]; then \

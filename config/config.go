@@ -87,12 +87,15 @@ type HTTPConfig struct {
 	// Listen is the host:port of the HTTP listener. Default ":80".
 	Listen string `toml:"listen"`
 
-	// ReadTimeout bounds reading one whole request, headers and body;
-	// 0 means no limit. Default 60s.
+	// ReadTimeout bounds reading a request's headers, and then each wait
+	// for more of its body (an idle gap, not the whole upload, so large
+	// streamed bodies are not cut off); expiry answers 408. 0 means no
+	// limit. Default 60s.
 	ReadTimeout Duration `toml:"read_timeout"`
 
-	// WriteTimeout bounds writing one whole response; 0 means no limit.
-	// Default 60s.
+	// WriteTimeout bounds each wait while writing a response to the client
+	// (an idle gap, not the whole download); expiry closes the connection.
+	// 0 means no limit. Default 60s.
 	WriteTimeout Duration `toml:"write_timeout"`
 
 	// IdleTimeout is how long an idle keep-alive client connection is kept.
@@ -125,8 +128,10 @@ type UpstreamConfig struct {
 	// Default 5s.
 	ConnectTimeout Duration `toml:"connect_timeout"`
 
-	// ResponseTimeout bounds the wait for a pod's response headers; expiry
-	// answers 504. Default 60s.
+	// ResponseTimeout bounds the wait for a pod's response headers (expiry
+	// answers 504), and then each idle gap while streaming its body (expiry
+	// closes the client connection), like nginx's proxy_read_timeout.
+	// Default 60s.
 	ResponseTimeout Duration `toml:"response_timeout"`
 
 	// IdleTimeout is how long a pooled keep-alive connection to a pod is

@@ -183,7 +183,7 @@ func run(changes int, out string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Propagation latency\n\n%s, %s, %d cores (%s/%s), %s. Reproduce: `make bench-propagation`.\n\n",
 		time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	b.WriteString("Time from the API write returning to the first request edgegate routes the new way (includes the API server's watch delivery).\n\n")
+	b.WriteString("Time from issuing the API write (the request to the API server included) to the first request edgegate routes the new way; the probe is a request every few hundred microseconds.\n\n")
 	b.WriteString("| change | n | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n")
 	row := func(name string, d []time.Duration) {
 		slices.Sort(d)
