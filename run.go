@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,7 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	// through a registry whose transports the proxy creates. The pointer
 	// breaks the construction cycle.
 	var watcher *discovery.Watcher
+	var readyOnce sync.Once // tell systemd once the first snapshot routes
 	snapshot := func() *route.Snapshot { return watcher.Snapshot() }
 
 	px, err := proxy.New(proxy.Config{
@@ -73,8 +75,15 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		CoalesceIdle:     time.Duration(cfg.Kubernetes.CoalesceIdle),
 		CoalesceMax:      time.Duration(cfg.Kubernetes.CoalesceMax),
 		Registry:         registry,
-		OnPublish:        func(s *route.Snapshot) { px.Prune(s) },
-		Logger:           logger.With("component", "discovery"),
+		OnPublish: func(s *route.Snapshot) {
+			px.Prune(s)
+			readyOnce.Do(func() {
+				if err := sdNotify("READY=1"); err != nil {
+					logger.Warn("systemd notification failed", "err", err)
+				}
+			})
+		},
+		Logger: logger.With("component", "discovery"),
 	})
 	if err != nil {
 		return err
@@ -117,6 +126,7 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	g.Go(func() error { return serveUntil(gctx, "admin", func() error { return adm.Serve(adminLn) }) })
 	g.Go(func() error {
 		<-gctx.Done()
+		_ = sdNotify("STOPPING=1")
 		logger.Info("shutting down: draining in-flight requests", "timeout", time.Duration(cfg.HTTP.ShutdownTimeout).String())
 		sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.HTTP.ShutdownTimeout))
 		defer cancel()
