@@ -48,16 +48,17 @@ func main() {
 	httpAddr := flag.String("http", "127.0.0.1:8080", "gateway HTTP listen address")
 	adminAddr := flag.String("admin", "127.0.0.1:9901", "gateway admin listen address")
 	manifest := flag.String("f", "", "objects to apply (default examples/demo.yaml)")
+	loopback := flag.Bool("loopback", false, "put pods on 127.0.0.N even as root (what happens without root)")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *httpAddr, *adminAddr, *manifest); err != nil {
+	if err := run(ctx, *httpAddr, *adminAddr, *manifest, *loopback); err != nil {
 		log.Fatalf("demo: %v", err)
 	}
 }
 
-func run(ctx context.Context, httpAddr, adminAddr, manifest string) error {
+func run(ctx context.Context, httpAddr, adminAddr, manifest string, loopback bool) error {
 	root, err := gatewayproc.ModuleRoot(ctx)
 	if err != nil {
 		return err
@@ -93,7 +94,7 @@ func run(ctx context.Context, httpAddr, adminAddr, manifest string) error {
 
 	// Pods: one per EndpointSlice endpoint, on an address the host routes to.
 	var pn *podnet.Network
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 && !loopback {
 		if pn, err = podnet.New(podnet.Config{}); err != nil {
 			log.Printf("no pod network namespace (%v); falling back to loopback pods", err)
 			pn = nil
