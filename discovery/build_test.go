@@ -235,30 +235,3 @@ func TestProblemString(t *testing.T) {
 		}
 	}
 }
-
-// FuzzBuild builds from arbitrary YAML/JSON-decoded objects: Build must never
-// panic, and must be deterministic.
-func FuzzBuild(f *testing.F) {
-	ins, _ := filepath.Glob("testdata/build/*.in.yaml")
-	for _, p := range ins {
-		if data, err := os.ReadFile(p); err == nil {
-			f.Add(data, "")
-		}
-	}
-	f.Add([]byte(`{"kind":"Ingress","metadata":{"name":"a","annotations":{"kubernetes.io/ingress.class":"x"}},"spec":{"rules":[{"host":"*","http":{"paths":[{"path":"","backend":{}}]}}]}}`), "x")
-	f.Fuzz(func(t *testing.T, data []byte, class string) {
-		in, _ := decodeInput(data, false)
-		in.IngressClassName = class
-		s1, p1 := Build(in)
-		s2, p2 := Build(in)
-		if s1.Hash() != s2.Hash() || !slices.Equal(p1, p2) {
-			t.Fatal("Build is not deterministic")
-		}
-		eachRoute(s1, func(r *route.Route) {
-			if r.Backend < 0 || r.Backend >= len(s1.Backends) {
-				t.Fatalf("route %+v has backend index out of range", r)
-			}
-		})
-		_ = s1.View()
-	})
-}

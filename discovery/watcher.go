@@ -589,30 +589,16 @@ func (w *Watcher) buildEndpoints(cur *route.Snapshot, eps map[nsName]bool) {
 	var backends []*route.Backend
 	var changed []int
 	for k := range eps {
-		idxs := cur.BackendsOf(k.ns, k.name)
-		if len(idxs) == 0 {
+		if len(cur.BackendsOf(k.ns, k.name)) == 0 {
 			continue
 		}
 		svc, sls := w.serviceAndSlices(k)
-		for _, i := range idxs {
-			old := cur.Backends[i]
-			addrs, errMsg := ResolveEndpoints(old.Namespace, old.Service, old.Port, svc, sls)
-			if errMsg != old.Error {
-				w.m.buildSeconds.Observe(time.Since(start).Seconds())
-				w.buildFull(cur)
-				return
-			}
-			if slices.Equal(addrs, old.Addrs) {
-				continue
-			}
-			if backends == nil {
-				backends = slices.Clone(cur.Backends)
-			}
-			backends[i] = &route.Backend{
-				Namespace: old.Namespace, Service: old.Service, Port: old.Port,
-				Error: old.Error, Addrs: addrs,
-			}
-			changed = append(changed, i)
+		var full bool
+		backends, changed, full = reresolve(cur, k, svc, sls, backends, changed)
+		if full {
+			w.m.buildSeconds.Observe(time.Since(start).Seconds())
+			w.buildFull(cur)
+			return
 		}
 	}
 	published := false
@@ -623,6 +609,41 @@ func (w *Watcher) buildEndpoints(cur *route.Snapshot, eps map[nsName]bool) {
 	if published {
 		w.log.Debug("route snapshot published", "version", w.snap.Load().Version, "build", "endpoints", "backends", len(changed))
 	}
+}
+
+// reresolve is the pure, cache-free half of buildEndpoints: it resolves the
+// backends of cur that use the Service k again, against svc (nil when it does
+// not exist) and the EndpointSlices sls of that Service. Each backend whose
+// addresses changed is replaced in backends by a new, unbound Backend, and
+// its index is appended to changed; backends is cloned from cur.Backends on
+// the first change when it is nil, so cur is never modified. Its cost is that
+// of resolving the Service plus, once per call sequence, a copy of the
+// backend pointers: it never touches the route tables.
+//
+// full reports that a backend's Error changed (its Service or port appeared
+// or vanished): only a full build keeps the Problems accurate then, and
+// backends and changed must be discarded.
+func reresolve(cur *route.Snapshot, k nsName, svc *corev1.Service, sls []*discoveryv1.EndpointSlice,
+	backends []*route.Backend, changed []int) (_ []*route.Backend, _ []int, full bool) {
+	for _, i := range cur.BackendsOf(k.ns, k.name) {
+		old := cur.Backends[i]
+		addrs, errMsg := ResolveEndpoints(old.Namespace, old.Service, old.Port, svc, sls)
+		if errMsg != old.Error {
+			return backends, changed, true
+		}
+		if slices.Equal(addrs, old.Addrs) {
+			continue
+		}
+		if backends == nil {
+			backends = slices.Clone(cur.Backends)
+		}
+		backends[i] = &route.Backend{
+			Namespace: old.Namespace, Service: old.Service, Port: old.Port,
+			Error: old.Error, Addrs: addrs,
+		}
+		changed = append(changed, i)
+	}
+	return backends, changed, false
 }
 
 // publish binds and publishes next unless its hash equals cur's. changed
