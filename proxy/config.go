@@ -37,9 +37,11 @@ type Config struct {
 	// Default 60s.
 	ResponseTimeout time.Duration
 	// UpstreamIdleTimeout closes pooled endpoint connections idle this
-	// long. Keep it below the endpoints' own keep-alive timeout: a request
-	// sent on a connection the endpoint has just closed fails with 502, as
-	// the proxy does not retry. Default 90s.
+	// long. Keep it below the endpoints' own keep-alive timeout (Node.js,
+	// uvicorn and Apache httpd close idle connections after 5s): a request
+	// sent on a connection the endpoint has just closed is retried on a
+	// new connection only when it has no body (see the package doc);
+	// otherwise it fails with 502. Default 4s.
 	UpstreamIdleTimeout time.Duration
 	// MaxConnsPerEndpoint caps the connections to one endpoint; a request
 	// finding them all busy gets 503. Default 512.
@@ -66,7 +68,7 @@ const (
 	DefaultMaxHeaderBytes      = 16384
 	DefaultConnectTimeout      = 5 * time.Second
 	DefaultResponseTimeout     = 60 * time.Second
-	DefaultUpstreamIdleTimeout = 90 * time.Second
+	DefaultUpstreamIdleTimeout = 4 * time.Second
 	DefaultMaxConnsPerEndpoint = 512
 )
 

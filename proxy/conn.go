@@ -35,6 +35,50 @@ type conn struct {
 	// ip and port are the client IP and the local port, formatted once
 	// per connection for X-Forwarded-For and X-Forwarded-Port.
 	ip, port []byte
+
+	// Upstream exchange accounting, for the stale-connection retry
+	// (staleFailure). fasthttp writes a whole request, then reads its response,
+	// so the first Write after a Read begins the next exchange on the
+	// connection.
+	raddr     *upstreamAddr // RemoteAddr of an upstream conn; nil for client conns
+	reading   bool          // the current exchange has reached its response
+	reused    bool          // an earlier exchange ran on this connection
+	respBytes int64         // response bytes read in the current exchange
+}
+
+// upstreamAddr is what an upstream conn's RemoteAddr returns. fasthttp keeps
+// it in the Response of the round trip (Response.ParseNetConn), which is how
+// the proxy finds, after a failed round trip, the connection it used.
+type upstreamAddr struct {
+	net.Addr
+	c *conn
+}
+
+// RemoteAddr returns the peer address; an upstream conn's carries the conn.
+func (c *conn) RemoteAddr() net.Addr {
+	if c.raddr != nil {
+		return c.raddr
+	}
+	return c.Conn.RemoteAddr()
+}
+
+// upstreamConnOf returns the upstream connection a round trip used, from
+// the Response it filled, or nil when no connection was acquired (a failed
+// dial, no free connection).
+func upstreamConnOf(resp interface{ RemoteAddr() net.Addr }) *conn {
+	a, _ := resp.RemoteAddr().(*upstreamAddr)
+	if a == nil {
+		return nil
+	}
+	return a.c
+}
+
+// staleFailure reports whether a failed exchange on c matches an endpoint
+// closing an idle keep-alive connection as the request was sent: c had
+// served an earlier exchange, no byte of this exchange's response arrived,
+// and the failure is not a timeout.
+func (c *conn) staleFailure(err error) bool {
+	return c != nil && c.reused && c.respBytes == 0 && !isTimeout(err)
 }
 
 // ioDeadline is one direction's deadline state.
@@ -75,10 +119,18 @@ func (c *conn) Read(p []byte) (int, error) {
 	if err != nil {
 		c.readFailed = true
 	}
+	if c.upstream {
+		c.reading = true
+		c.respBytes += int64(n)
+	}
 	return n, err
 }
 
 func (c *conn) Write(p []byte) (int, error) {
+	if c.reading {
+		// First write of the next exchange on an upstream conn.
+		c.reading, c.reused, c.respBytes = false, true, 0
+	}
 	if c.wd.on {
 		if t, ok := c.wd.next(); ok {
 			if err := c.Conn.SetWriteDeadline(t); err != nil {
@@ -134,6 +186,7 @@ func newClientConn(nc net.Conn, readIdle, writeIdle time.Duration) *conn {
 
 func newUpstreamConn(nc net.Conn, idle time.Duration) *conn {
 	c := &conn{Conn: nc, upstream: true}
+	c.raddr = &upstreamAddr{Addr: nc.RemoteAddr(), c: c}
 	c.rd.idle, c.wd.idle = idle, idle
 	c.rd.on, c.wd.on = idle > 0, idle > 0
 	return c

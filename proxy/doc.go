@@ -38,6 +38,33 @@
 // the body streams: the client connection is closed, as the status was
 // already sent.
 //
+// # Stale upstream connections
+//
+// Endpoint connections are pooled per endpoint, most recently used first,
+// and closed after UpstreamIdleTimeout idle. An endpoint may still close an
+// idle connection just as a request is sent on it (its keep-alive timeout is
+// shorter, or it restarted); the round trip then fails before any response
+// byte. Such a failure is retried once, on the same endpoint and a new
+// connection (the pool's other idle connections are closed first: they
+// have been idle at least as long), when all of these hold:
+//
+//   - the connection had carried an earlier exchange (a new connection's
+//     failure is the endpoint's answer, not a stale pool);
+//   - no byte of the response arrived, and the failure is not a timeout;
+//   - the request can be sent again unchanged: it has no body, or a body
+//     held in memory. Any method qualifies: a reused connection that ends
+//     without a byte is, all but always, one the endpoint closed while idle,
+//     before the request reached it. An endpoint that crashed while handling
+//     the request looks the same; replaying a bodyless POST to it is the
+//     accepted residual risk (Go's http.Transport and nginx do not replay
+//     non-idempotent requests written to such a connection).
+//
+// A request whose body streams from the client (every request with a body,
+// as the front server streams them) is never replayed, whatever its
+// method: part of the body has left the client connection, and sending a
+// truncated body again would be worse than the 502. Dial failures (502),
+// busy pools (503) and timeouts (504) are never retried here.
+//
 // # Not supported yet
 //
 // Upgrade (WebSocket) and CONNECT are not proxied: Upgrade is a hop-by-hop

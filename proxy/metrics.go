@@ -179,6 +179,8 @@ type metrics struct {
 	panics      prometheus.Counter
 	upErrVec    *prometheus.CounterVec
 	upErr       [numErrKinds]prometheus.Counter
+
+	staleRetries prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -201,6 +203,10 @@ func newMetrics() *metrics {
 			Name: "edgegate_upstream_errors_total",
 			Help: "Failed round trips to endpoints by kind: connect, timeout, reset, busy.",
 		}, []string{"kind"}),
+		staleRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgegate_upstream_stale_retries_total",
+			Help: "Round trips retried on a new connection because the pooled keep-alive connection they used had been closed by the endpoint.",
+		}),
 	}
 	for i := range m.upErr {
 		m.upErr[i] = m.upErrVec.WithLabelValues(errKindNames[i])
@@ -209,5 +215,5 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec}
+	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec, m.staleRetries}
 }

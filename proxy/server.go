@@ -71,8 +71,15 @@ func (s *Server) NewTransport(addr string) any {
 		MaxConns:            s.cfg.MaxConnsPerEndpoint,
 		MaxIdleConnDuration: s.cfg.UpstreamIdleTimeout,
 		ReadBufferSize:      s.cfg.MaxHeaderBytes,
-		// No retries and no whole-message deadlines: the balancer decides
-		// retries, conn enforces ResponseTimeout per read and write.
+		// Most recently used first: the connection least likely to have
+		// been closed by the endpoint's own keep-alive timeout, while
+		// surplus connections age out after UpstreamIdleTimeout. FIFO
+		// would cycle through every pooled connection and keep each one
+		// idle the longest.
+		ConnPoolStrategy: fasthttp.LIFO,
+		// No retries and no whole-message deadlines: the handler decides
+		// retries (see retryStale), conn enforces ResponseTimeout per read
+		// and write.
 		MaxIdemponentCallAttempts:     1,
 		RetryIfErr:                    noRetry,
 		DisableHeaderNamesNormalizing: true,
@@ -131,9 +138,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Collectors returns the proxy's metrics for registration:
 // edgegate_http_requests_total, edgegate_http_upstream_duration_seconds,
-// edgegate_http_bad_requests_total, edgegate_http_panics_total and
-// edgegate_upstream_errors_total. Reading them costs nothing per request
-// (atomics read at scrape time).
+// edgegate_http_bad_requests_total, edgegate_http_panics_total,
+// edgegate_upstream_errors_total and
+// edgegate_upstream_stale_retries_total. Reading them costs nothing per
+// request (atomics read at scrape time).
 func (s *Server) Collectors() []prometheus.Collector { return s.m.collectors() }
 
 // Prune forgets the per-route metric keys of routes snap no longer holds.
@@ -336,8 +344,17 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 
 	ep.Begin()
 	st.ep = ep
+	canReplay := replayable(req)
 	t0 := time.Now()
 	err := hc.Do(req, &x.resp)
+	if err != nil && canReplay && retryStale(&x.resp, err) {
+		s.m.staleRetries.Inc()
+		// Every other idle connection of the pool has been idle at least
+		// as long as the one just found closed (LIFO): drop them so the
+		// retry dials.
+		hc.CloseIdleConnections()
+		err = hc.Do(req, &x.resp)
+	}
 	if err != nil {
 		clientFault := c != nil && c.readFailed
 		k := classifyErr(err)
@@ -372,6 +389,21 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 	}
 	st.x = nil
 	x.release()
+}
+
+// replayable reports whether req can be sent again unchanged after a failed
+// attempt: it has no body, or one held in memory. A streamed body is
+// consumed by the attempt. Call it before the first attempt: fasthttp closes
+// and drops the body stream once it has written it (Request.writeBodyStream).
+func replayable(req *fasthttp.Request) bool {
+	return !hasBody(req) || !req.IsBodyStream()
+}
+
+// retryStale reports whether a failed round trip of a replayable request is
+// retried once: it failed the way a keep-alive connection the endpoint
+// closed while idle fails (conn.staleFailure). See the package doc.
+func retryStale(resp *fasthttp.Response, err error) bool {
+	return upstreamConnOf(resp).staleFailure(err)
 }
 
 // hasBody reports whether the request carries a body the handler may leave

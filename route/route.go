@@ -179,13 +179,15 @@ type Snapshot struct {
 	// oldest Ingress that sets one); nil means 404.
 	Default *Route
 
-	exact     map[string]*HostTable
-	wildcard  map[string]*HostTable // keyed by the suffix after "*."
-	hostless  *HostTable
-	hosts     []*HostTable // every table, sorted by host, for listing
-	routeHash uint64
-	hash      uint64
-	backendIx map[string][]int // "namespace/service" -> backend indexes
+	exact       map[string]*HostTable
+	wildcard    map[string]*HostTable // keyed by the suffix after "*."
+	hostless    *HostTable
+	hosts       []*HostTable // every table, sorted by host, for listing
+	routeHash   uint64
+	backendsSum uint64 // sum of mixBackend(i, Backends[i].hash)
+	tlsHash     uint64
+	hash        uint64
+	backendIx   map[string][]int // "namespace/service" -> backend indexes
 }
 
 // Conflict reports a rule dropped because an older Ingress already claimed
@@ -270,6 +272,7 @@ func New(routes []Route, backends []*Backend, def *Route) (*Snapshot, []Conflict
 	}
 	slices.SortFunc(s.hosts, func(a, b *HostTable) int { return strings.Compare(a.Host, b.Host) })
 	s.routeHash = s.computeRouteHash()
+	s.backendsSum = s.sumBackends()
 	s.hash = s.combineHash()
 	return s, conflicts
 }
@@ -286,12 +289,18 @@ func New(routes []Route, backends []*Backend, def *Route) (*Snapshot, []Conflict
 func (s *Snapshot) WithBackends(backends []*Backend) *Snapshot {
 	n := *s
 	n.Backends = backends
+	sum := s.backendsSum
 	for i, b := range backends {
 		if i < len(s.Backends) && s.Backends[i] == b {
 			continue
 		}
 		b.hash = b.computeHash()
+		if i < len(s.Backends) {
+			sum -= mixBackend(i, s.Backends[i].hash)
+		}
+		sum += mixBackend(i, b.hash)
 	}
+	n.backendsSum = sum
 	n.hash = n.combineHash()
 	return &n
 }
@@ -466,14 +475,29 @@ func (s *Snapshot) computeRouteHash() uint64 {
 	return h.Sum64()
 }
 
+// combineHash mixes the route, backend and TLS hashes. The backend part is a
+// sum of per-index mixes, so WithBackends updates it in O(changed backends)
+// and an endpoint change costs the same however large the table is.
 func (s *Snapshot) combineHash() uint64 {
-	h := fnv.New64a()
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], s.routeHash)
-	h.Write(n[:])
-	for _, b := range s.Backends {
-		binary.LittleEndian.PutUint64(n[:], b.hash)
-		h.Write(n[:])
+	return mix64(s.routeHash ^ mix64(s.backendsSum+0x9e3779b97f4a7c15) ^ mix64(s.tlsHash+0x632be59bd9b4e019))
+}
+
+func (s *Snapshot) sumBackends() uint64 {
+	var sum uint64
+	for i, b := range s.Backends {
+		sum += mixBackend(i, b.hash)
 	}
-	return h.Sum64()
+	return sum
+}
+
+func mixBackend(i int, h uint64) uint64 { return mix64(h ^ mix64(uint64(i)+1)) }
+
+// mix64 is the splitmix64 finaliser: a cheap bijective bit mixer.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }
