@@ -60,6 +60,10 @@ type Route struct {
 	Ingress IngressRef
 	// Backend is the index of the rule's backend in Snapshot.Backends.
 	Backend int
+	// RedirectHTTPS makes the plain-HTTP listener answer this rule with a
+	// 308 to https: its host has TLS configured and its Ingress did not opt
+	// out (edgegate.io/ssl-redirect: "false").
+	RedirectHTTPS bool
 
 	// key is Path normalised for matching: for Prefix, without trailing
 	// slashes ("/" becomes "").
@@ -188,6 +192,8 @@ type Snapshot struct {
 	tlsHash     uint64
 	hash        uint64
 	backendIx   map[string][]int // "namespace/service" -> backend indexes
+	certs       map[string]*Cert // host or "*.suffix" -> certificate (SetTLS)
+	acme        map[string]bool  // hosts that may use ACME (SetTLS)
 }
 
 // Conflict reports a rule dropped because an older Ingress already claimed
@@ -456,7 +462,11 @@ func (s *Snapshot) computeRouteHash() uint64 {
 	h := fnv.New64a()
 	var n [8]byte
 	writeRoute := func(r *Route) {
-		for _, x := range []string{r.Host, r.Path, r.Type.String(), r.Ingress.Namespace, r.Ingress.Name} {
+		redirect := ""
+		if r.RedirectHTTPS {
+			redirect = "redirect"
+		}
+		for _, x := range []string{r.Host, r.Path, r.Type.String(), r.Ingress.Namespace, r.Ingress.Name, redirect} {
 			h.Write([]byte(x))
 			h.Write([]byte{0})
 		}
