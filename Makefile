@@ -12,7 +12,13 @@ CP_VERSION := v1.36.3
 EDGEGATE_CP_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgegate/controlplane-$(CP_VERSION)
 export EDGEGATE_CP_DIR
 
-.PHONY: all build controlplane test test-short vet fuzz demo bench bench-propagation bench-go clean clean-controlplane
+# Where hack/pebble.sh puts pebble and pebble-challtestsrv, and where
+# internal/pebble looks for them (tlsmgr's ACME tests).
+PEBBLE_VERSION := v2.10.1
+EDGEGATE_PEBBLE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgegate/pebble-$(PEBBLE_VERSION)
+export EDGEGATE_PEBBLE_DIR
+
+.PHONY: all build controlplane pebble test test-short vet fuzz demo bench bench-propagation bench-go clean clean-controlplane
 
 all: build
 
@@ -25,11 +31,16 @@ build:
 controlplane:
 	@bash hack/controlplane.sh
 
+# Builds Let's Encrypt's Pebble ACME test server and its DNS helper for the
+# tlsmgr ACME tests; cached, ~1 minute on a cold cache.
+pebble:
+	@bash hack/pebble.sh
+
 vet:
 	@echo "vet: go vet ./..."
 	$(GO) vet ./...
 
-test: controlplane vet
+test: controlplane pebble vet
 	@echo "test: go test -race ./... (end-to-end tests use the control plane in $(EDGEGATE_CP_DIR))"
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -67,6 +78,9 @@ bench-go:
 	@echo "bench-go: hot-path benchmarks (~1-2 min)"
 	$(GO) test -run '^$$' -bench . -benchmem ./route/ ./proxy/ ./balancer/ ./discovery/
 
+# Whole-system load: edgegate vs nginx vs haproxy vs direct through the same
+# pods (needs root; installs wrk, nginx, haproxy). Writes
+# bench/results/latest.md. ~7 minutes; QUICK=1 make bench ~1.5 minutes.
 bench:
 	@if [ -x bench/run.sh ]; then \
 		echo "bench: bench/run.sh"; bench/run.sh; \

@@ -1,5 +1,6 @@
 // Package discovery turns the Kubernetes objects edgegate watches (Ingress,
-// IngressClass, Service, EndpointSlice) into route snapshots.
+// IngressClass, Service, EndpointSlice, kubernetes.io/tls Secret) into route
+// snapshots.
 //
 // It has two halves. Build is a pure function from a set of objects to a
 // *route.Snapshot plus the Problems found on the way: deterministic, sorted,
@@ -19,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -60,6 +62,15 @@ type Input struct {
 	Classes          []*netv1.IngressClass
 	Services         []*corev1.Service
 	Slices           []*discoveryv1.EndpointSlice
+	// Secrets are the Secrets spec.tls entries may name; only
+	// kubernetes.io/tls Secrets are usable.
+	Secrets []*corev1.Secret
+	// TLS switches redirects and ACME.
+	TLS TLSConfig
+	// Now is the time certificates are checked against (expired or not
+	// yet valid). The zero time skips that check. Build never reads the
+	// clock.
+	Now time.Time
 }
 
 // Problem is an object, or part of one, that Build skipped or could not
@@ -103,6 +114,7 @@ func (k backendKey) id() string { return k.ns + "/" + k.svc + ":" + k.port }
 type pendingRoute struct {
 	r   route.Route
 	key backendKey
+	ing *netv1.Ingress
 }
 
 // Build turns the objects of in into a snapshot (Version 0, zero Built, not
@@ -136,6 +148,28 @@ type pendingRoute struct {
 //     is unset or true and which is not terminating, with the port of the
 //     slice port named like the Service port. Addresses are deduplicated
 //     and sorted.
+//   - TLS (spec.tls): hosts are lower-cased; an entry without hosts covers
+//     the Ingress's own rule hosts. An entry without secretName is a
+//     Problem and skipped. The Secret is looked up only in the Ingress's
+//     own namespace ("other/x" is just a name that does not exist). For
+//     each host the oldest Ingress claiming TLS for it wins; a later,
+//     different Secret for the host is a Problem. The Secret must be of
+//     type kubernetes.io/tls with a matching tls.crt and tls.key whose
+//     leaf is valid at in.Now; otherwise the host keeps a route.Cert with
+//     Error set (the default certificate answers) and its Ingress gets a
+//     Problem naming the Secret. A certificate that does not cover its host
+//     is served, with a warning Problem. Fingerprint is FNV-64a of tls.crt
+//     and tls.key (set whenever both are present).
+//   - ACME (in.TLS.ACME): every valid exact rule host of our Ingresses
+//     annotated edgegate.io/acme: "true" (of all our Ingresses with
+//     in.TLS.ACMEAllHosts) that no Secret-based entry covers, exactly or by
+//     a wildcard, may use ACME. Wildcard hosts never may; opting one in
+//     without a Secret is a Problem.
+//   - Redirects (in.TLS.Redirect): a rule redirects plain HTTP to HTTPS
+//     when its host has a TLS entry (exact or a covering wildcard, usable
+//     or not) or is an ACME host, unless its Ingress is annotated
+//     edgegate.io/ssl-redirect: "false". Hostless rules and the default
+//     backend never redirect.
 func Build(in Input) (*route.Snapshot, []Problem) {
 	b := &builder{}
 	className := in.IngressClassName
@@ -145,6 +179,7 @@ func Build(in Input) (*route.Snapshot, []Problem) {
 	cls := b.classes(className, in.Classes)
 	ings := ourIngresses(cls, in.Ingresses)
 	svcs, sls := indexObjects(in.Services, in.Slices)
+	tlsRes := b.tls(&in, ings)
 
 	var pending []pendingRoute
 	var def *pendingRoute
@@ -195,6 +230,7 @@ func Build(in Input) (*route.Snapshot, []Problem) {
 	for i, p := range pending {
 		routes[i] = p.r
 		routes[i].Backend = keys[p.key]
+		routes[i].RedirectHTTPS = tlsRes.redirect(in.TLS, p.ing, p.r.Host)
 	}
 	var defRoute *route.Route
 	if def != nil {
@@ -217,6 +253,12 @@ func Build(in Input) (*route.Snapshot, []Problem) {
 	if len(conflicts) > 0 {
 		snap = compact(snap)
 	}
+	acme := make([]string, 0, len(tlsRes.acme))
+	for h := range tlsRes.acme {
+		acme = append(acme, h)
+	}
+	slices.Sort(acme)
+	snap.SetTLS(tlsRes.certs, acme)
 
 	// A Problem on each Ingress routing to a backend that has an Error.
 	eachRoute(snap, func(r *route.Route) {
@@ -460,6 +502,7 @@ func (b *builder) rule(ing *netv1.Ingress, ref route.IngressRef, rule *netv1.Ing
 		out = append(out, pendingRoute{
 			r:   route.Route{Host: host, Path: path, Type: rt, Ingress: ref},
 			key: key,
+			ing: ing,
 		})
 	}
 	return out

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -25,11 +26,23 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
 
+// buildConfig is a test-only document (kind: BuildConfig) setting the Input
+// fields that are not Kubernetes objects.
+type buildConfig struct {
+	IngressClassName string     `json:"ingressClassName"`
+	TLS              TLSConfig  `json:"tls"` // redirect, acme, acmeAllHosts
+	Now              *time.Time `json:"now"`
+}
+
 // decodeInput decodes a multi-document YAML (or JSON) stream of Ingress,
-// IngressClass, Service and EndpointSlice objects. Documents of other kinds
-// are errors when strict, skipped otherwise.
+// IngressClass, Service, EndpointSlice and Secret objects, plus an optional
+// BuildConfig. Secret stringData is merged into data as the API server
+// does; a stringData value "@tls/shop.crt" is replaced by the contents of
+// that file under testdata. Input.Now is goldenNow unless the BuildConfig
+// sets it. Documents of other kinds are errors when strict, skipped
+// otherwise.
 func decodeInput(data []byte, strict bool) (Input, error) {
-	var in Input
+	in := Input{Now: goldenNow}
 	for i, doc := range docSep.Split(string(data), -1) {
 		if strings.TrimSpace(doc) == "" {
 			continue
@@ -65,6 +78,24 @@ func decodeInput(data []byte, strict bool) (Input, error) {
 			if err = yaml.Unmarshal([]byte(doc), o); err == nil {
 				in.Slices = append(in.Slices, o)
 			}
+		case "Secret":
+			o := new(corev1.Secret)
+			if err = yaml.Unmarshal([]byte(doc), o); err == nil {
+				err = mergeStringData(o)
+				in.Secrets = append(in.Secrets, o)
+			}
+		case "BuildConfig":
+			var c buildConfig
+			if err = yaml.UnmarshalStrict([]byte(doc), &struct {
+				APIVersion string `json:"apiVersion"`
+				Kind       string `json:"kind"`
+				*buildConfig
+			}{buildConfig: &c}); err == nil {
+				in.IngressClassName, in.TLS = c.IngressClassName, c.TLS
+				if c.Now != nil {
+					in.Now = *c.Now
+				}
+			}
 		default:
 			err = fmt.Errorf("unknown kind %q", tm.Kind)
 		}
@@ -75,13 +106,44 @@ func decodeInput(data []byte, strict bool) (Input, error) {
 	return in, nil
 }
 
+func mergeStringData(s *corev1.Secret) error {
+	for k, v := range s.StringData {
+		if rel, ok := strings.CutPrefix(v, "@"); ok {
+			b, err := os.ReadFile(filepath.Join("testdata", filepath.FromSlash(rel)))
+			if err != nil {
+				return err
+			}
+			v = string(b)
+		}
+		if s.Data == nil {
+			s.Data = make(map[string][]byte)
+		}
+		s.Data[k] = []byte(v)
+	}
+	s.StringData = nil
+	return nil
+}
+
 // dump is the golden form of a Build result: deliberately independent of
 // route's hash function and of Version/Built.
 type dump struct {
 	Hosts    []dumpHost    `json:"hosts"`
 	Default  *dumpRoute    `json:"default"`
 	Backends []dumpBackend `json:"backends"`
-	Problems []string      `json:"problems"`
+	// TLS and ACMEHosts are left out when empty, as RedirectHTTPS is when
+	// false, so the cases without TLS need not mention them.
+	TLS       []dumpCert `json:"tls,omitempty"`
+	ACMEHosts []string   `json:"acme_hosts,omitempty"`
+	Problems  []string   `json:"problems"`
+}
+
+type dumpCert struct {
+	Host     string `json:"host"`
+	Secret   string `json:"secret"`
+	Ingress  string `json:"ingress"`
+	Served   bool   `json:"served"` // a Certificate is set
+	NotAfter string `json:"not_after,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 type dumpHost struct {
@@ -90,10 +152,11 @@ type dumpHost struct {
 }
 
 type dumpRoute struct {
-	Path    string `json:"path"`
-	Type    string `json:"type"`
-	Ingress string `json:"ingress"`
-	Backend string `json:"backend"`
+	Path     string `json:"path"`
+	Type     string `json:"type"`
+	Ingress  string `json:"ingress"`
+	Backend  string `json:"backend"`
+	Redirect bool   `json:"redirect_https,omitempty"`
 }
 
 type dumpBackend struct {
@@ -105,7 +168,7 @@ type dumpBackend struct {
 func dumpOf(s *route.Snapshot, problems []Problem) dump {
 	d := dump{Hosts: []dumpHost{}, Backends: []dumpBackend{}, Problems: []string{}}
 	rv := func(r *route.Route) dumpRoute {
-		return dumpRoute{Path: r.Path, Type: r.Type.String(), Ingress: r.Ingress.String(), Backend: s.Backends[r.Backend].ID()}
+		return dumpRoute{Path: r.Path, Type: r.Type.String(), Ingress: r.Ingress.String(), Backend: s.Backends[r.Backend].ID(), Redirect: r.RedirectHTTPS}
 	}
 	for _, t := range s.Hosts() {
 		h := dumpHost{Host: t.Host, Routes: []dumpRoute{}}
@@ -125,6 +188,15 @@ func dumpOf(s *route.Snapshot, problems []Problem) dump {
 		}
 		d.Backends = append(d.Backends, dumpBackend{ID: b.ID(), Error: b.Error, Addrs: a})
 	}
+	for _, h := range s.TLSHosts() {
+		c := s.Certificate(h)
+		dc := dumpCert{Host: h, Secret: c.Secret.String(), Ingress: c.Ingress.String(), Served: c.Certificate != nil, Error: c.Error}
+		if !c.NotAfter.IsZero() {
+			dc.NotAfter = c.NotAfter.UTC().Format(time.RFC3339)
+		}
+		d.TLS = append(d.TLS, dc)
+	}
+	d.ACMEHosts = s.ACMEHosts()
 	for _, p := range problems {
 		d.Problems = append(d.Problems, p.String())
 	}
@@ -178,6 +250,9 @@ func TestBuildGolden(t *testing.T) {
 					Classes:          shuffled(r, in.Classes),
 					Services:         shuffled(r, in.Services),
 					Slices:           shuffled(r, in.Slices),
+					Secrets:          shuffled(r, in.Secrets),
+					TLS:              in.TLS,
+					Now:              in.Now,
 				}
 				s2, p2 := Build(sh)
 				if s2.Hash() != snap.Hash() || !slices.Equal(p2, problems) {

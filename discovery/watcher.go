@@ -19,6 +19,8 @@ import (
 	netv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -38,7 +40,7 @@ type Config struct {
 	IngressClassName string
 
 	// Namespaces limits the watched namespaces (Ingresses, Services,
-	// EndpointSlices; IngressClasses are cluster-scoped and always
+	// EndpointSlices, TLS Secrets; IngressClasses are cluster-scoped and always
 	// watched). Empty means all namespaces. Default empty.
 	Namespaces []string
 
@@ -66,9 +68,13 @@ type Config struct {
 	// Default slog.Default().
 	Logger *slog.Logger
 
-	// Now returns the current time, for Snapshot.Built and the API server
-	// metrics. Default time.Now.
+	// Now returns the current time, for Snapshot.Built, the API server
+	// metrics and certificate validity (Input.Now). Default time.Now.
 	Now func() time.Time
+
+	// TLS switches HTTPS redirects and ACME (see TLSConfig). Default: all
+	// off.
+	TLS TLSConfig
 }
 
 // Defaults of Config.
@@ -81,6 +87,8 @@ const (
 	probeTimeout = 2 * time.Second
 	// sliceIndex indexes EndpointSlices by "namespace/service".
 	sliceIndex = "service"
+	// maxExpiryWait bounds the wait for a certificate expiry rebuild.
+	maxExpiryWait = 24 * time.Hour
 	// lastAppliedAnnotation is dropped from cached objects.
 	lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 )
@@ -90,6 +98,7 @@ type scope struct {
 	ingresses cache.SharedIndexInformer
 	services  cache.SharedIndexInformer
 	slices    cache.SharedIndexInformer
+	secrets   cache.SharedIndexInformer // kubernetes.io/tls only
 }
 
 // Watcher watches the API server and publishes route snapshots. Snapshot and
@@ -114,6 +123,18 @@ type Watcher struct {
 	dirtyAll  bool            // Ingress or IngressClass changed
 	dirtySvcs map[nsName]bool // Services changed
 	dirtyEps  map[nsName]bool // EndpointSlices of these Services changed
+	// secretRefs is the reverse index: the Secrets the current snapshot's
+	// certificates come from (set after each full build). A change to any
+	// other Secret cannot change the snapshot.
+	secretRefs map[nsName]bool
+	// building is set during a full build; secretsSeen then collects the
+	// Secrets changed meanwhile, checked against the new secretRefs once
+	// the build is done (the build may have read them before the change).
+	building    bool
+	secretsSeen map[nsName]bool
+	// expiry fires a full build when the earliest certificate of the
+	// current snapshot expires (builder goroutine only).
+	expiry *time.Timer
 
 	// Builder goroutine state.
 	inUse    map[string]int // address -> number of backends of the current snapshot using it
@@ -139,6 +160,7 @@ const (
 type metrics struct {
 	problems     *prometheus.GaugeVec
 	builds       *prometheus.CounterVec
+	secretEvents *prometheus.CounterVec
 	buildSeconds prometheus.Histogram
 	version      prometheus.Gauge
 	timestamp    prometheus.Gauge
@@ -157,6 +179,10 @@ func newMetrics() metrics {
 			Name: "edgegate_snapshot_builds_total",
 			Help: "Snapshot builds: full (routes) or endpoints (endpoint lists only), published or not.",
 		}, []string{"kind"}),
+		secretEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgegate_secret_events_total",
+			Help: "TLS Secret changes seen: rebuild (the snapshot uses the Secret) or ignored.",
+		}, []string{"action"}),
 		buildSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "edgegate_snapshot_build_seconds",
 			Help:    "Time to build a snapshot, from reading the caches to the publish decision.",
@@ -185,6 +211,8 @@ func newMetrics() metrics {
 	}
 	m.builds.WithLabelValues("full")
 	m.builds.WithLabelValues("endpoints")
+	m.secretEvents.WithLabelValues("rebuild")
+	m.secretEvents.WithLabelValues("ignored")
 	return m
 }
 
@@ -235,7 +263,7 @@ func New(cfg Config) (*Watcher, error) {
 // Collectors returns the Watcher's metrics, for registration by the caller.
 func (w *Watcher) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		w.m.problems, w.m.builds, w.m.buildSeconds, w.m.version, w.m.timestamp,
+		w.m.problems, w.m.builds, w.m.secretEvents, w.m.buildSeconds, w.m.version, w.m.timestamp,
 		w.m.synced, w.m.apiUp, w.m.lastContact,
 	}
 }
@@ -291,6 +319,27 @@ func sliceServiceKey(obj any) (nsName, bool) {
 	return nsName{sl.Namespace, name}, true
 }
 
+// stripSecret is stripObject for Secrets, which also keeps only tls.crt and
+// tls.key (a copy of the data map: the object may be shared).
+func stripSecret(obj any) (any, error) {
+	if s, ok := obj.(*corev1.Secret); ok && s != nil && len(s.Data) > 0 {
+		d := make(map[string][]byte, 2)
+		for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
+			if v, ok := s.Data[k]; ok {
+				d[k] = v
+			}
+		}
+		s.Data = d
+		s.StringData = nil
+	}
+	return stripObject(obj)
+}
+
+// tlsSecretsOnly lists and watches only kubernetes.io/tls Secrets.
+func tlsSecretsOnly(o *metav1.ListOptions) {
+	o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
+}
+
 func (w *Watcher) setupInformers() error {
 	opts := []informers.SharedInformerOption{informers.WithTransform(stripObject)}
 	nss := slices.Clone(w.cfg.Namespaces)
@@ -310,10 +359,19 @@ func (w *Watcher) setupInformers() error {
 		if ns == "" {
 			cluster = f
 		}
+		// Secrets get a factory of their own: the field selector applies
+		// to every informer of a factory.
+		so := []informers.SharedInformerOption{informers.WithTransform(stripSecret), informers.WithTweakListOptions(tlsSecretsOnly)}
+		if ns != "" {
+			so = append(so, informers.WithNamespace(ns))
+		}
+		sf := informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0, so...)
+		w.factories = append(w.factories, sf)
 		sc := &scope{
 			ingresses: f.Networking().V1().Ingresses().Informer(),
 			services:  f.Core().V1().Services().Informer(),
 			slices:    f.Discovery().V1().EndpointSlices().Informer(),
+			secrets:   sf.Core().V1().Secrets().Informer(),
 		}
 		err := sc.slices.AddIndexers(cache.Indexers{sliceIndex: func(obj any) ([]string, error) {
 			if k, ok := sliceServiceKey(obj); ok {
@@ -335,8 +393,11 @@ func (w *Watcher) setupInformers() error {
 	all := []cache.SharedIndexInformer{w.classes}
 	for _, ns := range nss {
 		sc := w.scopes[ns]
-		all = append(all, sc.ingresses, sc.services, sc.slices)
+		all = append(all, sc.ingresses, sc.services, sc.slices, sc.secrets)
 		if err := addHandler(sc.services, w.onService); err != nil {
+			return err
+		}
+		if err := addHandler(sc.secrets, w.onSecret); err != nil {
 			return err
 		}
 		if err := addHandler(sc.slices, w.onSlice); err != nil {
@@ -439,6 +500,41 @@ func (w *Watcher) onSlice(objs ...any) {
 	w.wake()
 }
 
+// onSecret rebuilds only for the Secrets the current snapshot uses (by
+// namespace/name, so a referenced Secret that was missing and is now created
+// counts too).
+func (w *Watcher) onSecret(objs ...any) {
+	w.mu.Lock()
+	dirty := false
+	for _, o := range objs {
+		a, err := meta.Accessor(o)
+		if err != nil {
+			dirty = true // unknown tombstone: be safe
+			continue
+		}
+		k := nsName{a.GetNamespace(), a.GetName()}
+		if w.building {
+			if w.secretsSeen == nil {
+				w.secretsSeen = make(map[nsName]bool)
+			}
+			w.secretsSeen[k] = true
+		}
+		if w.secretRefs[k] {
+			dirty = true
+		}
+	}
+	if dirty {
+		w.dirtyAll = true
+	}
+	w.mu.Unlock()
+	if dirty {
+		w.m.secretEvents.WithLabelValues("rebuild").Inc()
+		w.wake()
+	} else {
+		w.m.secretEvents.WithLabelValues("ignored").Inc()
+	}
+}
+
 // Run starts the informers, waits for their caches to sync, publishes the
 // first snapshot and then rebuilds on every (coalesced) change until ctx is
 // done. While the API server is unreachable the informers retry with
@@ -465,7 +561,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 	synced := []cache.InformerSynced{w.classes.HasSynced}
 	for _, sc := range w.scopes {
-		synced = append(synced, sc.ingresses.HasSynced, sc.services.HasSynced, sc.slices.HasSynced)
+		synced = append(synced, sc.ingresses.HasSynced, sc.services.HasSynced, sc.slices.HasSynced, sc.secrets.HasSynced)
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // ctx done
@@ -479,6 +575,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 	w.mu.Lock()
 	w.dirtyAll, w.dirtySvcs, w.dirtyEps = false, nil, nil
 	w.mu.Unlock()
+	defer func() {
+		if w.expiry != nil {
+			w.expiry.Stop()
+		}
+	}()
 	w.buildFull(nil)
 	w.log.Info("route snapshot published", "version", w.snap.Load().Version)
 
@@ -514,7 +615,7 @@ func (w *Watcher) rebuild() {
 
 // input reads every watched object from the caches.
 func (w *Watcher) input() Input {
-	in := Input{IngressClassName: w.cfg.IngressClassName}
+	in := Input{IngressClassName: w.cfg.IngressClassName, TLS: w.cfg.TLS, Now: w.cfg.Now()}
 	for _, o := range w.classes.GetStore().List() {
 		if c, ok := o.(*netv1.IngressClass); ok {
 			in.Classes = append(in.Classes, c)
@@ -534,6 +635,11 @@ func (w *Watcher) input() Input {
 		for _, o := range sc.slices.GetStore().List() {
 			if x, ok := o.(*discoveryv1.EndpointSlice); ok {
 				in.Slices = append(in.Slices, x)
+			}
+		}
+		for _, o := range sc.secrets.GetStore().List() {
+			if x, ok := o.(*corev1.Secret); ok {
+				in.Secrets = append(in.Secrets, x)
 			}
 		}
 	}
@@ -570,13 +676,71 @@ func (w *Watcher) serviceAndSlices(k nsName) (*corev1.Service, []*discoveryv1.En
 func (w *Watcher) buildFull(cur *route.Snapshot) {
 	start := time.Now()
 	w.m.builds.WithLabelValues("full").Inc()
-	next, problems := Build(w.input())
+	w.mu.Lock()
+	w.building, w.secretsSeen = true, nil
+	w.mu.Unlock()
+	in := w.input()
+	next, problems := Build(in)
+	w.setSecretRefs(next)
+	w.scheduleExpiry(next, in.Now)
 	w.reportProblems(problems)
 	published := w.publish(cur, next, nil)
 	w.m.buildSeconds.Observe(time.Since(start).Seconds())
 	if published {
 		w.log.Debug("route snapshot published", "version", next.Version, "build", "full")
 	}
+}
+
+// setSecretRefs makes the Secrets next uses the reverse index, and marks
+// everything dirty when one of them changed during the build.
+func (w *Watcher) setSecretRefs(next *route.Snapshot) {
+	refs := make(map[nsName]bool)
+	for _, h := range next.TLSHosts() {
+		if c := next.Certificate(h); c != nil {
+			refs[nsName{c.Secret.Namespace, c.Secret.Name}] = true
+		}
+	}
+	w.mu.Lock()
+	w.secretRefs = refs
+	missed := false
+	for k := range w.secretsSeen {
+		missed = missed || refs[k]
+	}
+	w.building, w.secretsSeen = false, nil
+	if missed {
+		w.dirtyAll = true
+	}
+	w.mu.Unlock()
+	if missed {
+		w.wake()
+	}
+}
+
+// scheduleExpiry arranges a full build when the first usable certificate
+// of next expires, so that it is published with its Error.
+func (w *Watcher) scheduleExpiry(next *route.Snapshot, now time.Time) {
+	var first time.Time
+	for _, h := range next.TLSHosts() {
+		c := next.Certificate(h)
+		if c == nil || c.Error != "" || c.NotAfter.IsZero() || !c.NotAfter.After(now) {
+			continue
+		}
+		if first.IsZero() || c.NotAfter.Before(first) {
+			first = c.NotAfter
+		}
+	}
+	if w.expiry != nil {
+		w.expiry.Stop()
+		w.expiry = nil
+	}
+	if first.IsZero() {
+		return
+	}
+	// Just after NotAfter (Build treats a certificate as expired once now
+	// is after it), and at least daily: far-off dates overflow a Duration,
+	// and an extra build that changes nothing publishes nothing.
+	d := min(first.Sub(now), maxExpiryWait) + time.Second
+	w.expiry = time.AfterFunc(d, func() { w.onRoutes() })
 }
 
 // buildEndpoints replaces the endpoints of the backends of the Services in

@@ -125,7 +125,7 @@ func start(t *testing.T, cfg Config, objs ...runtime.Object) *harness {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	want := int32(1 + 3*len(w.scopes))
+	want := int32(1 + 4*len(w.scopes))
 	waitFor(t, "ready and watching", func() bool {
 		ok, _ := w.Ready()
 		return ok && watches.Load() >= want
@@ -421,7 +421,7 @@ func TestNewConfig(t *testing.T) {
 	if w.cfg.CoalesceIdle != DefaultCoalesceIdle || w.cfg.CoalesceMax != DefaultCoalesceMax || w.cfg.IngressClassName != DefaultIngressClassName {
 		t.Fatalf("defaults not applied: %+v", w.cfg)
 	}
-	if len(w.Collectors()) != 8 {
+	if len(w.Collectors()) != 9 {
 		t.Fatalf("%d collectors", len(w.Collectors()))
 	}
 	ctx, cancel := context.WithCancel(t.Context())

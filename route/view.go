@@ -22,6 +22,29 @@ type View struct {
 	Default *RouteView `json:"default"`
 	// Backends are sorted by ID.
 	Backends []BackendView `json:"backends"`
+	// TLS is the configured certificates, sorted by host; never null.
+	TLS []CertView `json:"tls"`
+	// ACMEHosts are the hosts that may obtain an ACME certificate, sorted;
+	// never null.
+	ACMEHosts []string `json:"acme_hosts"`
+}
+
+// CertView is the certificate configured for one host. It never shows key
+// material.
+type CertView struct {
+	// Host is the lower-case host, "*.example.com" for a wildcard.
+	Host string `json:"host"`
+	// Source is where the certificate comes from: "secret".
+	Source string `json:"source"`
+	// Secret is "namespace/name".
+	Secret string `json:"secret"`
+	// Ingress is the "namespace/name" of the Ingress whose spec.tls names
+	// the Secret.
+	Ingress string `json:"ingress"`
+	// NotAfter is the leaf's expiry in UTC, RFC 3339; "" when unknown.
+	NotAfter string `json:"not_after"`
+	// Error says why the Secret cannot be served; "" when it is.
+	Error string `json:"error"`
 }
 
 // HostView is the rules of one host in precedence order (the order Match
@@ -41,6 +64,8 @@ type RouteView struct {
 	// Backend is the BackendView.ID the rule routes to ("" if the index is
 	// out of range, which New's callers must not produce).
 	Backend string `json:"backend"`
+	// RedirectHTTPS is Route.RedirectHTTPS: plain HTTP gets a 308 to https.
+	RedirectHTTPS bool `json:"redirect_https"`
 }
 
 // BackendView is one backend with its endpoint addresses at build (or
@@ -60,11 +85,13 @@ type BackendView struct {
 // call it on the admin path only, never per proxied request.
 func (s *Snapshot) View() View {
 	v := View{
-		Version:  s.Version,
-		Hash:     fmt.Sprintf("%016x", s.hash),
-		Built:    s.Built.UTC().Format(time.RFC3339Nano),
-		Hosts:    make([]HostView, 0, len(s.hosts)),
-		Backends: make([]BackendView, 0, len(s.Backends)),
+		Version:   s.Version,
+		Hash:      fmt.Sprintf("%016x", s.hash),
+		Built:     s.Built.UTC().Format(time.RFC3339Nano),
+		Hosts:     make([]HostView, 0, len(s.hosts)),
+		Backends:  make([]BackendView, 0, len(s.Backends)),
+		TLS:       make([]CertView, 0, len(s.certs)),
+		ACMEHosts: s.ACMEHosts(),
 	}
 	for _, t := range s.hosts {
 		hv := HostView{Host: t.Host, Routes: make([]RouteView, 0, len(t.Routes))}
@@ -95,11 +122,22 @@ func (s *Snapshot) View() View {
 		})
 	}
 	slices.SortStableFunc(v.Backends, func(a, b BackendView) int { return cmp.Compare(a.ID, b.ID) })
+	for _, h := range s.TLSHosts() {
+		c := s.certs[h]
+		if c == nil {
+			continue
+		}
+		cv := CertView{Host: h, Source: "secret", Secret: c.Secret.String(), Ingress: c.Ingress.String(), Error: c.Error}
+		if !c.NotAfter.IsZero() {
+			cv.NotAfter = c.NotAfter.UTC().Format(time.RFC3339)
+		}
+		v.TLS = append(v.TLS, cv)
+	}
 	return v
 }
 
 func (s *Snapshot) routeView(r *Route) RouteView {
-	rv := RouteView{Path: r.Path, Type: r.Type.String(), Ingress: r.Ingress.String()}
+	rv := RouteView{Path: r.Path, Type: r.Type.String(), Ingress: r.Ingress.String(), RedirectHTTPS: r.RedirectHTTPS}
 	if r.Backend >= 0 && r.Backend < len(s.Backends) && s.Backends[r.Backend] != nil {
 		rv.Backend = s.Backends[r.Backend].ID()
 	}

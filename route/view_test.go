@@ -20,7 +20,7 @@ func viewSnapshot() *Snapshot {
 		{Namespace: "default", Service: "fallback", Port: "80", Addrs: []string{"[fd00::1]:8080"}},
 	}
 	routes := []Route{
-		{Host: "shop.example.com", Path: "/", Type: Prefix, Ingress: IngressRef{"shop", "web"}, Backend: 0},
+		{Host: "shop.example.com", Path: "/", Type: Prefix, Ingress: IngressRef{"shop", "web"}, Backend: 0, RedirectHTTPS: true},
 		{Host: "shop.example.com", Path: "/api/", Type: Prefix, Ingress: IngressRef{"shop", "api"}, Backend: 1},
 		{Host: "shop.example.com", Path: "/healthz", Type: Exact, Ingress: IngressRef{"shop", "api"}, Backend: 1},
 		{Host: "*.example.com", Path: "/old", Type: Prefix, Ingress: IngressRef{"shop", "gone"}, Backend: 2},
@@ -28,6 +28,16 @@ func viewSnapshot() *Snapshot {
 	}
 	def := &Route{Ingress: IngressRef{"default", "catch-all"}, Backend: 3}
 	s, _ := New(routes, backends, def)
+	s.SetTLS(map[string]*Cert{
+		"shop.example.com": {
+			Secret: SecretRef{"shop", "web-tls"}, Ingress: IngressRef{"shop", "web"},
+			NotAfter: time.Date(2124, 1, 1, 1, 0, 0, 0, time.FixedZone("CET", 3600)), Fingerprint: 7,
+		},
+		"*.example.com": {
+			Secret: SecretRef{"shop", "wild-tls"}, Ingress: IngressRef{"shop", "gone"},
+			Error: "key does not match certificate",
+		},
+	}, []string{"b.example.com", "A.example.com"})
 	s.Version = 42
 	s.Built = time.Date(2026, 3, 4, 5, 6, 7, 890, time.FixedZone("CET", 3600))
 	return s
@@ -96,6 +106,16 @@ func TestView(t *testing.T) {
 	if s.Backends[0].Addrs[0] != "10.1.2.4:8080" {
 		t.Error("View sorted the snapshot's own Addrs")
 	}
+	if len(v.TLS) != 2 || v.TLS[0].Host != "*.example.com" || v.TLS[0].Error == "" || v.TLS[0].NotAfter != "" ||
+		v.TLS[1] != (CertView{Host: "shop.example.com", Source: "secret", Secret: "shop/web-tls", Ingress: "shop/web", NotAfter: "2124-01-01T00:00:00Z"}) {
+		t.Errorf("tls = %+v", v.TLS)
+	}
+	if !equalStrings(v.ACMEHosts, []string{"a.example.com", "b.example.com"}) {
+		t.Errorf("acme hosts = %q", v.ACMEHosts)
+	}
+	if !shop[2].RedirectHTTPS || shop[0].RedirectHTTPS {
+		t.Errorf("redirect_https not carried: %+v", shop)
+	}
 	gone := v.Backends[2]
 	if gone.Error == "" || gone.Endpoints == nil {
 		t.Errorf("gone backend = %+v (endpoints must be [] not null)", gone)
@@ -116,7 +136,7 @@ func TestViewEmpty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"version":0,"hash":"` + s.View().Hash + `","built":"0001-01-01T00:00:00Z","hosts":[],"default":null,"backends":[]}`
+	want := `{"version":0,"hash":"` + s.View().Hash + `","built":"0001-01-01T00:00:00Z","hosts":[],"default":null,"backends":[],"tls":[],"acme_hosts":[]}`
 	if string(got) != want {
 		t.Errorf("empty view = %s, want %s", got, want)
 	}

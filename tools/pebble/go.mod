@@ -1,0 +1,20 @@
+// Module pebble builds Let's Encrypt's Pebble ACME test server and its
+// pebble-challtestsrv (used only as the DNS server) for edgegate's tlsmgr
+// tests. It is separate from the main module so that Pebble's dependencies
+// never enter edgegate's own dependency graph.
+module github.com/edgegate/edgegate/tools/pebble
+
+go 1.26.0
+
+require github.com/letsencrypt/pebble/v2 v2.10.1
+
+require (
+	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
+	github.com/letsencrypt/challtestsrv v1.4.2 // indirect
+	github.com/miekg/dns v1.1.62 // indirect
+	golang.org/x/mod v0.24.0 // indirect
+	golang.org/x/net v0.40.0 // indirect
+	golang.org/x/sync v0.14.0 // indirect
+	golang.org/x/sys v0.33.0 // indirect
+	golang.org/x/tools v0.33.0 // indirect
+)
