@@ -1,6 +1,7 @@
 // Command edgegate is an edge gateway for Kubernetes: it runs outside the
-// cluster, watches Ingress, Service and EndpointSlice objects on the API server
-// and proxies HTTP straight to pod IPs.
+// cluster, watches Ingress, Service, EndpointSlice and TLS Secret objects on
+// the API server and proxies HTTP and HTTPS (certificates chosen by SNI from
+// the Ingresses' Secrets, or ordered through ACME) straight to pod IPs.
 //
 // Usage:
 //

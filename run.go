@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -25,10 +26,12 @@ import (
 	"github.com/edgegate/edgegate/discovery"
 	"github.com/edgegate/edgegate/proxy"
 	"github.com/edgegate/edgegate/route"
+	"github.com/edgegate/edgegate/tlsmgr"
 )
 
-// run wires discovery -> route snapshot -> proxy, starts the admin server and
-// blocks until ctx is cancelled, then drains in-flight requests.
+// run wires discovery -> route snapshot -> proxy (HTTP and HTTPS, with
+// tlsmgr's certificates), starts the admin server and blocks until ctx is
+// cancelled, then drains in-flight requests.
 func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	restCfg, err := restConfig(cfg.Kubernetes)
 	if err != nil {
@@ -39,6 +42,21 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 
+	// Bind every listener before anything runs so a port clash fails fast
+	// (and the HTTPS port is known for redirects). Until the servers own
+	// them, they are closed on error.
+	lns, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	serving := false
+	defer func() {
+		if !serving {
+			lns.close()
+		}
+	}()
+	httpsOn := lns.https != nil
+
 	// The proxy reads the watcher's snapshot; the watcher binds endpoints
 	// through a registry whose transports the proxy creates. The pointer
 	// breaks the construction cycle.
@@ -46,7 +64,22 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	var readyOnce sync.Once // tell systemd once the first snapshot routes
 	snapshot := func() *route.Snapshot { return watcher.Snapshot() }
 
-	px, err := proxy.New(proxy.Config{
+	// Certificates come from the snapshot (Secrets) and from ACME.
+	var tm *tlsmgr.Manager
+	if httpsOn {
+		tm, err = tlsmgr.New(tlsmgr.Config{
+			Snapshot:        snapshot,
+			DefaultCertFile: cfg.HTTPS.DefaultCert,
+			DefaultKeyFile:  cfg.HTTPS.DefaultKey,
+			ACME:            acmeConfig(cfg.ACME),
+			Logger:          logger.With("component", "tlsmgr"),
+		})
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+	}
+
+	pcfg := proxy.Config{
 		Listen:              cfg.HTTP.Listen,
 		ReadTimeout:         time.Duration(cfg.HTTP.ReadTimeout),
 		WriteTimeout:        time.Duration(cfg.HTTP.WriteTimeout),
@@ -59,7 +92,16 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		AccessLog:           cfg.HTTP.AccessLog,
 		Logger:              logger.With("component", "proxy"),
 		Snapshot:            snapshot,
-	})
+	}
+	if httpsOn {
+		pcfg.RedirectHTTPS = cfg.HTTPS.Redirect
+		pcfg.HTTPSPort = lns.https.Addr().(*net.TCPAddr).Port
+		pcfg.HandshakeError = tm.HandshakeError
+		if h := tm.HTTPHandler(); h != nil {
+			pcfg.ACMEChallenge = fasthttpadaptor.NewFastHTTPHandler(h)
+		}
+	}
+	px, err := proxy.New(pcfg)
 	if err != nil {
 		return err
 	}
@@ -84,6 +126,11 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 			})
 		},
 		Logger: logger.With("component", "discovery"),
+		TLS: discovery.TLSConfig{
+			Redirect:     httpsOn && cfg.HTTPS.Redirect,
+			ACME:         httpsOn && cfg.ACME.Enabled,
+			ACMEAllHosts: cfg.ACME.Hosts == config.ACMEHostsAll,
+		},
 	})
 	if err != nil {
 		return err
@@ -93,6 +140,9 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(px.Collectors()...)
 	reg.MustRegister(watcher.Collectors()...)
+	if tm != nil {
+		reg.MustRegister(tm.Collectors()...)
+	}
 	reg.MustRegister(buildInfo())
 
 	adm, err := admin.New(admin.Config{
@@ -107,30 +157,32 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 
-	// Bind both listeners before anything runs so a port clash fails fast.
-	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		return fmt.Errorf("http listener: %w", err)
+	httpsAddr := ""
+	if httpsOn {
+		httpsAddr = lns.https.Addr().String()
 	}
-	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
-	if err != nil {
-		httpLn.Close()
-		return fmt.Errorf("admin listener: %w", err)
-	}
-	logger.Info("edgegate starting", "version", buildVersion(), "http", httpLn.Addr().String(),
-		"admin", adminLn.Addr().String(), "apiserver", restCfg.Host, "ingress_class", cfg.Kubernetes.IngressClass)
+	logger.Info("edgegate starting", "version", buildVersion(), "http", lns.http.Addr().String(), "https", httpsAddr,
+		"admin", lns.admin.Addr().String(), "acme", httpsOn && cfg.ACME.Enabled, "apiserver", restCfg.Host,
+		"ingress_class", cfg.Kubernetes.IngressClass)
 
+	serving = true
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return watcher.Run(gctx) })
-	g.Go(func() error { return serveUntil(gctx, "proxy", func() error { return px.Serve(httpLn) }) })
-	g.Go(func() error { return serveUntil(gctx, "admin", func() error { return adm.Serve(adminLn) }) })
+	g.Go(func() error { return serveUntil(gctx, "proxy", func() error { return px.Serve(lns.http) }) })
+	if httpsOn {
+		tlsCfg := tm.TLSConfig()
+		g.Go(func() error {
+			return serveUntil(gctx, "https proxy", func() error { return px.ServeTLS(lns.https, tlsCfg) })
+		})
+	}
+	g.Go(func() error { return serveUntil(gctx, "admin", func() error { return adm.Serve(lns.admin) }) })
 	g.Go(func() error {
 		<-gctx.Done()
 		_ = sdNotify("STOPPING=1")
 		logger.Info("shutting down: draining in-flight requests", "timeout", time.Duration(cfg.HTTP.ShutdownTimeout).String())
 		sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.HTTP.ShutdownTimeout))
 		defer cancel()
-		perr := px.Shutdown(sctx)
+		perr := px.Shutdown(sctx) // both the HTTP and the HTTPS listener
 		aerr := adm.Shutdown(sctx)
 		return errors.Join(perr, aerr)
 	})
@@ -142,6 +194,54 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		logger.Info("edgegate stopped")
 	}
 	return err
+}
+
+// listeners are the gateway's bound sockets; https is nil when HTTPS is off.
+type listeners struct {
+	http, https, admin net.Listener
+}
+
+func listen(cfg *config.Config) (*listeners, error) {
+	var l listeners
+	var err error
+	if l.http, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	if cfg.HTTPS.Listen != "" {
+		if l.https, err = net.Listen("tcp", cfg.HTTPS.Listen); err != nil {
+			l.close()
+			return nil, fmt.Errorf("https listener: %w", err)
+		}
+	}
+	if l.admin, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		l.close()
+		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	return &l, nil
+}
+
+func (l *listeners) close() {
+	for _, ln := range []net.Listener{l.http, l.https, l.admin} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// acmeConfig is tlsmgr's ACME configuration from [acme], nil when it is
+// off. Which hosts may order certificates is decided by discovery (the
+// snapshot's ACME hosts, from acme.hosts).
+func acmeConfig(a config.ACMEConfig) *tlsmgr.ACMEConfig {
+	if !a.Enabled {
+		return nil
+	}
+	return &tlsmgr.ACMEConfig{
+		Email:        a.Email,
+		DirectoryURL: a.Directory,
+		CAFile:       a.CAFile,
+		CacheDir:     a.CacheDir,
+		RenewBefore:  time.Duration(a.RenewBefore),
+	}
 }
 
 // serveUntil runs serve and treats its return before ctx is done as fatal.

@@ -203,8 +203,14 @@ func TestRoutesJSON(t *testing.T) {
 			Host   string `json:"host"`
 			Routes []struct {
 				Path, Type, Ingress, Backend string
+				RedirectHTTPS                bool `json:"redirect_https"`
 			} `json:"routes"`
 		} `json:"hosts"`
+		TLS []struct {
+			Host, Source, Secret, Ingress, Error string
+			NotAfter                             string `json:"not_after"`
+		} `json:"tls"`
+		ACMEHosts []string `json:"acme_hosts"`
 		Default  *json.RawMessage `json:"default"`
 		Backends []struct {
 			ID        string   `json:"id"`
@@ -218,6 +224,9 @@ func TestRoutesJSON(t *testing.T) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&got); err != nil {
 		t.Fatal(err)
+	}
+	if got.TLS == nil || got.ACMEHosts == nil {
+		t.Errorf("tls and acme_hosts must be [] when empty: %+v %+v", got.TLS, got.ACMEHosts)
 	}
 	if got.Version != 3 || len(got.Hash) != 16 || got.Built == "" || got.Default != nil {
 		t.Errorf("header fields: %+v", got)

@@ -8,7 +8,8 @@
 // at once as an *Error whose Problems carry the file name and line.
 //
 // Relative paths in the file (kubernetes.kubeconfig, kubernetes.token_file,
-// kubernetes.ca_file) are resolved against the directory of the config file.
+// kubernetes.ca_file, https.default_cert, https.default_key, acme.ca_file,
+// acme.cache_dir) are resolved against the directory of the config file.
 // Files are not opened here: a file that names a missing kubeconfig is valid,
 // and fails later when the gateway starts.
 package config
@@ -114,12 +115,29 @@ type HTTPConfig struct {
 	AccessLog bool `toml:"access_log"`
 }
 
-// HTTPSConfig is the [https] section. TLS termination arrives in a later
-// release; until then Listen must stay empty.
+// HTTPSConfig is the [https] section: the TLS client listener. Certificates
+// come from the kubernetes.io/tls Secrets the Ingresses name in spec.tls,
+// chosen by SNI; names without one get the default certificate (or an ACME
+// certificate, see [acme]). Timeouts and header limits are the [http] ones.
 type HTTPSConfig struct {
-	// Listen is the host:port of the HTTPS listener; "" disables HTTPS, and
-	// any other value is rejected for now. Default "".
+	// Listen is the host:port of the HTTPS listener; "" disables HTTPS (and
+	// with it the redirect and ACME). It must differ from http.listen and
+	// admin.listen. Default ":443".
 	Listen string `toml:"listen"`
+
+	// DefaultCert and DefaultKey are PEM files of the certificate served
+	// when no Ingress configures a usable one for the requested name (no
+	// SNI, an unknown name, a broken Secret). Set both or neither; neither
+	// means a self-signed certificate generated at start. Relative to the
+	// config file. Default "".
+	DefaultCert string `toml:"default_cert"`
+	DefaultKey  string `toml:"default_key"`
+
+	// Redirect answers plain-HTTP requests for hosts with TLS configured
+	// with a 308 to https, unless their Ingress opts out with the
+	// annotation edgegate.io/ssl-redirect: "false". false turns the
+	// redirect off everywhere. Default true.
+	Redirect bool `toml:"redirect"`
 }
 
 // UpstreamConfig is the [upstream] section: connections to pods.
@@ -172,9 +190,53 @@ type BalancerConfig struct {
 // keys yet: any key in it is an unknown-key error.
 type ClusterConfig struct{}
 
-// ACMEConfig is the [acme] section, reserved for ACME. It has no keys yet:
-// any key in it is an unknown-key error.
-type ACMEConfig struct{}
+// ACMEConfig is the [acme] section: certificates ordered from an ACME CA
+// (Let's Encrypt by default) for Ingress hosts that have no Secret.
+// Challenges are answered on the gateway itself: HTTP-01 on http.listen and
+// TLS-ALPN-01 on https.listen, so both must be reachable from the CA on
+// ports 80 and 443.
+type ACMEConfig struct {
+	// Enabled turns ACME on; it requires https.listen. Default false.
+	Enabled bool `toml:"enabled"`
+
+	// Email is the account contact the CA sends expiry notices to; ""
+	// registers without one. Default "".
+	Email string `toml:"email"`
+
+	// Directory is the CA's ACME directory URL: https, or http to a
+	// loopback address only (a local test CA). Default Let's Encrypt
+	// production.
+	Directory string `toml:"directory"`
+
+	// CAFile is a PEM bundle trusted for the directory's TLS certificate in
+	// addition to the system roots (a private or test CA such as Pebble).
+	// Relative to the config file. Default "".
+	CAFile string `toml:"ca_file"`
+
+	// CacheDir keeps the account key and the issued certificates across
+	// restarts (Let's Encrypt rate-limits re-issuing). Relative to the
+	// config file. Default "/var/lib/edgegate/acme".
+	CacheDir string `toml:"cache_dir"`
+
+	// RenewBefore renews a certificate this long before it expires.
+	// Default 720h (30 days).
+	RenewBefore Duration `toml:"renew_before"`
+
+	// Hosts chooses which hosts may get a certificate: "opt-in" (the hosts
+	// of Ingresses annotated edgegate.io/acme: "true") or
+	// "all-ingress-hosts" (every exact host of our Ingresses). Hosts with a
+	// Secret never use ACME, nor do wildcards. Default "opt-in".
+	Hosts string `toml:"hosts"`
+}
+
+// acme.hosts values.
+const (
+	ACMEHostsOptIn = "opt-in"
+	ACMEHostsAll   = "all-ingress-hosts"
+)
+
+// DefaultACMEDirectory is Let's Encrypt's production directory.
+const DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
 
 // LogConfig is the [log] section.
 type LogConfig struct {
@@ -209,7 +271,8 @@ func Default() *Config {
 			AccessLog:       false,
 		},
 		HTTPS: HTTPSConfig{
-			Listen: "", // disabled until TLS termination lands
+			Listen:   ":443",
+			Redirect: true, // hosts with TLS are served over TLS only
 		},
 		Upstream: UpstreamConfig{
 			ConnectTimeout:      Duration(5 * time.Second),  // pod IPs are one hop away: slow dials mean trouble
@@ -224,6 +287,13 @@ func Default() *Config {
 		Balancer: BalancerConfig{
 			Policy:     PolicyRoundRobin,
 			DrainGrace: Duration(30 * time.Second), // matches the default pod termination grace
+		},
+		ACME: ACMEConfig{
+			Enabled:     false, // certificates come from Secrets (or the default one)
+			Directory:   DefaultACMEDirectory,
+			CacheDir:    "/var/lib/edgegate/acme",
+			RenewBefore: Duration(720 * time.Hour), // Let's Encrypt's 90-day certificates renew at 60 days
+			Hosts:       ACMEHostsOptIn,            // never order certificates for names nobody asked for
 		},
 		Log: LogConfig{
 			Level:  "info",

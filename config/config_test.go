@@ -119,9 +119,24 @@ func nonDefault() *Config {
 			IdleTimeout:         Duration(10 * time.Second),
 			MaxConnsPerEndpoint: 64,
 		},
+		HTTPS: HTTPSConfig{
+			Listen:      "0.0.0.0:8443",
+			DefaultCert: "/etc/tls/default.crt",
+			DefaultKey:  "/etc/tls/default.key",
+			Redirect:    false,
+		},
 		Admin:    AdminConfig{Listen: "[::1]:9000", Pprof: true},
 		Balancer: BalancerConfig{Policy: PolicyRoundRobin, DrainGrace: 0},
-		Log:      LogConfig{Level: "debug", Format: "json"},
+		ACME: ACMEConfig{
+			Enabled:     true,
+			Email:       "ops@example.com",
+			Directory:   "https://acme.example.com/directory",
+			CAFile:      "/etc/tls/acme-ca.pem",
+			CacheDir:    "/var/cache/acme",
+			RenewBefore: Duration(240 * time.Hour),
+			Hosts:       ACMEHostsAll,
+		},
+		Log: LogConfig{Level: "debug", Format: "json"},
 	}
 }
 
@@ -159,7 +174,7 @@ func TestEveryKeyRoundTrips(t *testing.T) {
 	// Every field differs from its default, so a key that failed to decode
 	// would show up above; the exceptions have only one valid value or are
 	// set by the kubeconfig case.
-	same := []string{"Kubernetes.Kubeconfig", "Kubernetes.Context", "HTTPS.Listen", "Balancer.Policy"}
+	same := []string{"Kubernetes.Kubeconfig", "Kubernetes.Context", "Balancer.Policy"}
 	d, n := reflect.ValueOf(Default()).Elem(), reflect.ValueOf(nonDefault()).Elem()
 	for i := range d.NumField() {
 		for j := range d.Field(i).NumField() {
@@ -244,11 +259,11 @@ func TestProblems(t *testing.T) {
 			want: []string{`gateway.toml:1: unknown key "listen"`},
 		},
 		{
-			name: "key in a reserved section",
-			in:   minimal + "[cluster]\nbind = \":7946\"\n[acme]\nemail = \"a@b.c\"\n",
+			name: "key in a reserved section, typo in acme",
+			in:   minimal + "[cluster]\nbind = \":7946\"\n[acme]\nemal = \"a@b.c\"\n",
 			want: []string{
 				`gateway.toml:4: unknown key "cluster.bind"`,
-				`gateway.toml:6: unknown key "acme.email"`,
+				`gateway.toml:6: unknown key "acme.emal" (did you mean "email"?)`,
 			},
 		},
 		{
@@ -357,7 +372,7 @@ func TestProblems(t *testing.T) {
 				"listen = \"80\"\n" + // 10
 				"read_timeout = \"soon\"\n" + // 11
 				"[https]\n" + // 12
-				"listen = \":443\"\n" + // 13
+				"listen = \"443\"\n" + // 13
 				"[admin]\n" + // 14
 				"listen = \"0.0.0.0:80\"\n" + // 15
 				"[balancer]\n" + // 16
@@ -375,7 +390,7 @@ func TestProblems(t *testing.T) {
 				`gateway.toml:9: unknown key "http.listne" (did you mean "listen"?)`,
 				`gateway.toml:10: http.listen: "80" is not a host:port address: missing port in address`,
 				`gateway.toml:11: http.read_timeout: invalid duration "soon" (use Go syntax like "5s")`,
-				`gateway.toml:13: https.listen: https is not supported yet (leave https.listen empty)`,
+				`gateway.toml:13: https.listen: "443" is not a host:port address: missing port in address`,
 				`gateway.toml:17: balancer.policy: unknown policy "least_conn" (want "round_robin")`,
 				`gateway.toml:19: log.level: unknown level "verbose" (want debug, info, warn or error)`,
 				`gateway.toml:20: log.format: unknown format "xml" (want text or json)`,
@@ -474,7 +489,27 @@ func TestValidation(t *testing.T) {
 		{"zero connect timeout", "kubeconfig = \"/k\"\n[upstream]\nconnect_timeout = \"0s\"", "upstream.connect_timeout: must be positive"},
 		{"zero max conns", "kubeconfig = \"/k\"\n[upstream]\nmax_conns_per_endpoint = -1", "upstream.max_conns_per_endpoint: must be positive"},
 		{"zero drain grace", "kubeconfig = \"/k\"\n[balancer]\ndrain_grace = \"0s\"", ""},
-		{"https", "kubeconfig = \"/k\"\n[https]\nlisten = \":443\"", "https.listen: https is not supported yet"},
+		{"https", "kubeconfig = \"/k\"\n[https]\nlisten = \"127.0.0.1:8443\"", ""},
+		{"https disabled", "kubeconfig = \"/k\"\n[https]\nlisten = \"\"", ""},
+		{"https bad address", "kubeconfig = \"/k\"\n[https]\nlisten = \"443\"", "https.listen: \"443\" is not a host:port address"},
+		{"https same as http", "kubeconfig = \"/k\"\n[http]\nlisten = \":8080\"\n[https]\nlisten = \"0.0.0.0:8080\"", "https.listen: \"0.0.0.0:8080\" conflicts with http.listen"},
+		{"https same as admin", "kubeconfig = \"/k\"\n[https]\nlisten = \":9901\"", "https.listen: \":9901\" conflicts with admin.listen"},
+		{"default cert and key", "kubeconfig = \"/k\"\n[https]\ndefault_cert = \"c.pem\"\ndefault_key = \"k.pem\"", ""},
+		{"default cert without key", "kubeconfig = \"/k\"\n[https]\ndefault_cert = \"c.pem\"", "https.default_key: required with https.default_cert"},
+		{"default key without cert", "kubeconfig = \"/k\"\n[https]\ndefault_key = \"k.pem\"", "https.default_cert: required with https.default_key"},
+		{"redirect off", "kubeconfig = \"/k\"\n[https]\nredirect = false", ""},
+		{"acme", "kubeconfig = \"/k\"\n[acme]\nenabled = true\nemail = \"a@b.c\"", ""},
+		{"acme without https", "kubeconfig = \"/k\"\n[https]\nlisten = \"\"\n[acme]\nenabled = true", "acme.enabled: requires https.listen"},
+		{"acme http directory on loopback", "kubeconfig = \"/k\"\n[acme]\nenabled = true\ndirectory = \"http://127.0.0.1:14000/dir\"", ""},
+		{"acme http directory on localhost", "kubeconfig = \"/k\"\n[acme]\nenabled = true\ndirectory = \"http://localhost:14000/dir\"", ""},
+		{"acme http directory remote", "kubeconfig = \"/k\"\n[acme]\nenabled = true\ndirectory = \"http://acme.example.com/dir\"", "acme.directory: \"http://acme.example.com/dir\" must be https"},
+		{"acme directory not a URL", "kubeconfig = \"/k\"\n[acme]\ndirectory = \"acme.example.com\"", "acme.directory: \"acme.example.com\" is not an ACME directory URL"},
+		{"acme empty directory", "kubeconfig = \"/k\"\n[acme]\nenabled = true\ndirectory = \"\"", "acme.directory"},
+		{"acme empty directory when disabled", "kubeconfig = \"/k\"\n[acme]\ndirectory = \"\"", ""},
+		{"acme empty cache dir", "kubeconfig = \"/k\"\n[acme]\nenabled = true\ncache_dir = \"\"", "acme.cache_dir: required"},
+		{"acme zero renew_before", "kubeconfig = \"/k\"\n[acme]\nrenew_before = \"0s\"", "acme.renew_before: must be positive"},
+		{"acme all hosts", "kubeconfig = \"/k\"\n[acme]\nhosts = \"all-ingress-hosts\"", ""},
+		{"acme unknown hosts policy", "kubeconfig = \"/k\"\n[acme]\nhosts = \"all\"", "acme.hosts: unknown policy \"all\""},
 		{"empty reserved sections", "kubeconfig = \"/k\"\n[cluster]\n[acme]", ""},
 		{"upper-case log level", "kubeconfig = \"/k\"\n[log]\nlevel = \"INFO\"", "log.level: unknown level"},
 	} {
@@ -535,6 +570,30 @@ func TestRelativePaths(t *testing.T) {
 				t.Errorf("got %q\nwant %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestRelativeTLSPaths(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "etc")
+	in := minimal + "[https]\ndefault_cert = \"tls/c.pem\"\ndefault_key = \"/abs/k.pem\"\n" +
+		"[acme]\nca_file = \"pebble.pem\"\ncache_dir = \"../acme\"\n"
+	cfg, err := Parse([]byte(in), filepath.Join(dir, "gateway.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := [4]string{cfg.HTTPS.DefaultCert, cfg.HTTPS.DefaultKey, cfg.ACME.CAFile, cfg.ACME.CacheDir}
+	want := [4]string{filepath.Join(dir, "tls/c.pem"), "/abs/k.pem", filepath.Join(dir, "pebble.pem"), filepath.Join(dir, "../acme")}
+	if got != want {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+	// The default cache_dir is absolute and stays as it is.
+	cfg, err = Parse([]byte(minimal), filepath.Join(dir, "gateway.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ACME.CacheDir != "/var/lib/edgegate/acme" || cfg.HTTPS.DefaultCert != "" {
+		t.Errorf("defaults changed by path resolution: %+v %+v", cfg.HTTPS, cfg.ACME)
 	}
 }
 

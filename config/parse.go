@@ -67,7 +67,10 @@ func Parse(data []byte, name string) (*Config, error) {
 	}
 
 	dir := filepath.Dir(name)
-	for _, p := range []*string{&cfg.Kubernetes.Kubeconfig, &cfg.Kubernetes.TokenFile, &cfg.Kubernetes.CAFile} {
+	for _, p := range []*string{
+		&cfg.Kubernetes.Kubeconfig, &cfg.Kubernetes.TokenFile, &cfg.Kubernetes.CAFile,
+		&cfg.HTTPS.DefaultCert, &cfg.HTTPS.DefaultKey, &cfg.ACME.CAFile, &cfg.ACME.CacheDir,
+	} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}

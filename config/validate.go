@@ -29,10 +29,6 @@ func (c *Config) validate() []Problem {
 	v.positiveInt("http.max_header_bytes", c.HTTP.MaxHeaderBytes)
 	v.positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 
-	if c.HTTPS.Listen != "" {
-		v.add("https.listen", "https is not supported yet (leave https.listen empty)")
-	}
-
 	v.positive("upstream.connect_timeout", c.Upstream.ConnectTimeout)
 	v.positive("upstream.response_timeout", c.Upstream.ResponseTimeout)
 	v.positive("upstream.idle_timeout", c.Upstream.IdleTimeout)
@@ -42,6 +38,7 @@ func (c *Config) validate() []Problem {
 	if httpOK && adminOK && sameListener(c.HTTP.Listen, c.Admin.Listen) {
 		v.add("admin.listen", "%q conflicts with http.listen %q", c.Admin.Listen, c.HTTP.Listen)
 	}
+	c.validateTLS(&v, httpOK, adminOK)
 
 	if c.Balancer.Policy != PolicyRoundRobin {
 		v.add("balancer.policy", "unknown policy %q (want %q)", c.Balancer.Policy, PolicyRoundRobin)
@@ -59,6 +56,66 @@ func (c *Config) validate() []Problem {
 		v.add("log.format", "unknown format %q (want text or json)", c.Log.Format)
 	}
 	return v.problems
+}
+
+// validateTLS checks [https] and [acme]; httpOK and adminOK say whether
+// http.listen and admin.listen are valid addresses.
+func (c *Config) validateTLS(v *validator, httpOK, adminOK bool) {
+	h := &c.HTTPS
+	if h.Listen != "" && v.listen("https.listen", h.Listen) {
+		if httpOK && sameListener(h.Listen, c.HTTP.Listen) {
+			v.add("https.listen", "%q conflicts with http.listen %q", h.Listen, c.HTTP.Listen)
+		}
+		if adminOK && sameListener(h.Listen, c.Admin.Listen) {
+			v.add("https.listen", "%q conflicts with admin.listen %q", h.Listen, c.Admin.Listen)
+		}
+	}
+	switch {
+	case h.DefaultCert != "" && h.DefaultKey == "":
+		v.add("https.default_key", "required with https.default_cert (set both or neither)")
+	case h.DefaultCert == "" && h.DefaultKey != "":
+		v.add("https.default_cert", "required with https.default_key (set both or neither)")
+	}
+
+	a := &c.ACME
+	if a.Enabled && h.Listen == "" {
+		v.add("acme.enabled", "requires https.listen (TLS-ALPN-01 challenges and serving the certificates)")
+	}
+	if a.Directory != "" || a.Enabled {
+		if err := acmeDirectory(a.Directory); err != nil {
+			v.add("acme.directory", "%q %v", a.Directory, err)
+		}
+	}
+	if a.Enabled && a.CacheDir == "" {
+		v.add("acme.cache_dir", "required with acme.enabled (account key and certificates survive restarts)")
+	}
+	v.positive("acme.renew_before", a.RenewBefore)
+	switch a.Hosts {
+	case ACMEHostsOptIn, ACMEHostsAll:
+	default:
+		v.add("acme.hosts", "unknown policy %q (want %q or %q)", a.Hosts, ACMEHostsOptIn, ACMEHostsAll)
+	}
+}
+
+// acmeDirectory checks an ACME directory URL: https, or http to a loopback
+// host (a local test CA).
+func acmeDirectory(dir string) error {
+	u, err := url.Parse(dir)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Errorf("is not an ACME directory URL like %q", DefaultACMEDirectory)
+	}
+	if u.Scheme == "http" && !loopback(u.Hostname()) {
+		return fmt.Errorf("must be https (http only to a loopback address)")
+	}
+	return nil
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (k *KubernetesConfig) validate(v *validator) {

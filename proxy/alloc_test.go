@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/edgegate/edgegate/route"
 )
 
 // Header handling must not allocate once its buffers have grown.
@@ -15,7 +17,7 @@ func TestHeaderRewriteAllocs(t *testing.T) {
 	req := parseReq(t, sampleReq)
 	var sc scratch
 	ip, port := []byte("192.0.2.7"), []byte("80")
-	if n := testing.AllocsPerRun(100, func() { rewriteRequest(&req.Header, &sc, ip, port) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { rewriteRequest(&req.Header, &sc, ip, port, protoHTTPS) }); n != 0 {
 		t.Errorf("rewriteRequest: %v allocs/op", n)
 	}
 
@@ -31,5 +33,31 @@ func TestHeaderRewriteAllocs(t *testing.T) {
 		copyResponseHeader(&dst, &src, &sc)
 	}); n != 0 {
 		t.Errorf("copyResponseHeader: %v allocs/op", n)
+	}
+}
+
+// The HTTPS redirect builds its Location without allocating.
+func TestRedirectAllocs(t *testing.T) {
+	s, err := New(Config{Snapshot: func() *route.Snapshot { return nil }, RedirectHTTPS: true, HTTPSPort: 8443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.DisableNormalizing()
+	ctx.Response.Header.DisableNormalizing()
+	ctx.Request.SetRequestURI("/a/b?c=d")
+	host := []byte("Secure.Example:80")
+	var st handlerState
+	run := func() {
+		ctx.Response.Reset()
+		st = handlerState{}
+		s.redirectHTTPS(&ctx, &st, host)
+	}
+	run()
+	if got := string(ctx.Response.Header.Peek("Location")); got != "https://secure.example:8443/a/b?c=d" {
+		t.Fatalf("Location %q", got)
+	}
+	if n := testing.AllocsPerRun(100, run); n != 0 {
+		t.Errorf("redirectHTTPS: %v allocs/op", n)
 	}
 }

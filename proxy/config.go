@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/edgegate/edgegate/route"
 )
 
@@ -57,6 +59,27 @@ type Config struct {
 	// called once per request and must not block; nil answers 503.
 	// Required.
 	Snapshot func() *route.Snapshot
+
+	// RedirectHTTPS makes the plain-HTTP listener answer requests whose
+	// route has Route.RedirectHTTPS with a 308 to the same URI on https
+	// (no endpoint is contacted). Requests on the TLS listener never
+	// redirect. Set it only when a TLS listener serves (ServeTLS).
+	// Default false.
+	RedirectHTTPS bool
+	// HTTPSPort is the port redirect Locations name: 0 or 443 leave it out
+	// (https:// implies 443). Default 0.
+	HTTPSPort int
+
+	// ACMEChallenge, when set, answers every plain-HTTP request whose path
+	// starts with /.well-known/acme-challenge/ before routing and redirects
+	// (ACME HTTP-01). It may be called concurrently. Default nil.
+	ACMEChallenge fasthttp.RequestHandler
+
+	// HandshakeError is called, on the connection's goroutine, with the
+	// error of each failed TLS handshake on a ServeTLS listener; the
+	// connection is then closed. It must not block. A failed handshake is
+	// never fatal and is logged at Debug level only. Default nil.
+	HandshakeError func(error)
 }
 
 // Defaults.

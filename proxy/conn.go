@@ -1,6 +1,10 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -35,6 +39,11 @@ type conn struct {
 	// ip and port are the client IP and the local port, formatted once
 	// per connection for X-Forwarded-For and X-Forwarded-Port.
 	ip, port []byte
+
+	// secure is set on client conns accepted by a TLS listener: it sets
+	// X-Forwarded-Proto and disables the https redirect. It comes from the
+	// listener, not from the request.
+	secure bool
 
 	// Upstream exchange accounting, for the stale-connection retry
 	// (staleFailure). fasthttp writes a whole request, then reads its response,
@@ -207,16 +216,74 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	}
 }
 
-// listener wraps accepted connections in *conn.
+// listener wraps accepted connections in *conn and, for a TLS listener, the
+// *conn in a *tlsConn: TLS records pass through the *conn, so its
+// progress-based timeouts cover the handshake and the encrypted bytes.
 type listener struct {
 	net.Listener
 	readIdle, writeIdle time.Duration
+
+	tls      *tls.Config // nil: plain HTTP
+	hsFailed func(error) // Config.HandshakeError; may be nil
+	log      *slog.Logger
 }
 
 func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
+	nc, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return newClientConn(c, l.readIdle, l.writeIdle), nil
+	c := newClientConn(nc, l.readIdle, l.writeIdle)
+	if l.tls == nil {
+		return c, nil
+	}
+	c.secure = true
+	// The handshake runs on the connection's own goroutine (first Read),
+	// never in the accept loop.
+	return &tlsConn{Conn: tls.Server(c, l.tls), raw: c, l: l}, nil
+}
+
+// tlsConn is a client connection of a TLS listener. It embeds *tls.Conn so
+// fasthttp sees TLS (RequestCtx.IsTLS, TLSConnectionState). Its first Read
+// runs the handshake explicitly, under the read deadline fasthttp set for
+// the first request (http.read_timeout), so that a failure is reported to
+// Config.HandshakeError and ends the connection quietly: fasthttp sees
+// io.EOF, not a malformed request to answer 400.
+type tlsConn struct {
+	*tls.Conn
+	raw  *conn
+	l    *listener
+	done bool // handshake attempted
+}
+
+func (t *tlsConn) Read(p []byte) (int, error) {
+	if !t.done {
+		t.done = true
+		if err := t.Conn.Handshake(); err != nil {
+			t.handshakeFailed(err)
+			return 0, io.EOF
+		}
+	}
+	return t.Conn.Read(p)
+}
+
+func (t *tlsConn) handshakeFailed(err error) {
+	if t.l.hsFailed != nil {
+		t.l.hsFailed(err)
+	}
+	if t.l.log.Enabled(context.Background(), slog.LevelDebug) {
+		t.l.log.Debug("tls handshake failed", "client", t.raw.Conn.RemoteAddr().String(), "err", err)
+	}
+}
+
+// clientConnOf returns the *conn under a connection the listener accepted,
+// or nil for any other connection.
+func clientConnOf(nc net.Conn) *conn {
+	switch c := nc.(type) {
+	case *conn:
+		return c
+	case *tlsConn:
+		return c.raw
+	}
+	return nil
 }

@@ -19,7 +19,28 @@
 //	})
 //	prometheus.MustRegister(srv.Collectors()...)
 //	// after every publish: srv.Prune(snap)
-//	go srv.ListenAndServe()
+//	go srv.Serve(httpLn)
+//	go srv.ServeTLS(httpsLn, tlsmgr.TLSConfig()) // optional
+//
+// # TLS
+//
+// ServeTLS serves the same handler on a second listener. Each accepted
+// connection is wrapped first in the timeout conn (so the handshake and the
+// encrypted bytes are under ReadTimeout and WriteTimeout) and then in a
+// *tls.Conn, whose handshake runs on the connection's goroutine at its first
+// read. A failed handshake goes to Config.HandshakeError, is logged at
+// Debug, and closes the connection without an HTTP answer; it never stops
+// the listener. Whether a request is secure comes from the listener that
+// accepted its connection: it sets X-Forwarded-Proto (https or http) and
+// X-Forwarded-Port (that listener's port); a client's own values are
+// dropped. The endpoint is always spoken to in plain HTTP.
+//
+// On the plain listener, with Config.ACMEChallenge set, paths under
+// /.well-known/acme-challenge/ are answered by it before routing. Then,
+// with Config.RedirectHTTPS, a route with Route.RedirectHTTPS answers 308
+// with Location https://HOST[:HTTPSPort]URI (the host without its port,
+// the request URI as sent) and never reaches an endpoint. Requests on the
+// TLS listener are never redirected.
 //
 // # Timeouts
 //

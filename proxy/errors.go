@@ -22,6 +22,7 @@ var (
 	bodyReqTimeout     = []byte("edgegate: request timeout\n")
 	bodyHeaderTooLarge = []byte("edgegate: request header fields too large\n")
 	bodyInternal       = []byte("edgegate: internal error\n")
+	bodyRedirect       = []byte("edgegate: this site is served over https\n")
 )
 
 // classifyErr sorts a failed endpoint round trip.

@@ -192,6 +192,7 @@ var (
 	hdrXFPort    = []byte("X-Forwarded-Port")
 	hdrXRealIP   = []byte("X-Real-IP")
 	protoHTTP    = []byte("http")
+	protoHTTPS   = []byte("https")
 	commaSpace   = []byte(", ")
 	canonTrailer = "Trailer"
 )
@@ -203,9 +204,10 @@ var (
 // -Proto, -Port and X-Real-IP, and sets them from the connection, appending
 // the client IP to any X-Forwarded-For chain (all spellings joined into one
 // header). The Host header is left as it is. ip and port may be empty (the
-// headers that need them are then not set). h must hold a parsed request
+// headers that need them are then not set); proto is the scheme of the
+// listener that accepted the connection ("http" or "https"). h must hold a parsed request
 // (its raw header block is what is scanned).
-func rewriteRequest(h *fasthttp.RequestHeader, sc *scratch, ip, port []byte) {
+func rewriteRequest(h *fasthttp.RequestHeader, sc *scratch, ip, port, proto []byte) {
 	sc.reset()
 	for k, v := range h.AllInOrder() {
 		switch classify(k) {
@@ -247,7 +249,7 @@ func rewriteRequest(h *fasthttp.RequestHeader, sc *scratch, ip, port []byte) {
 	if len(xff) > 0 {
 		h.SetCanonical(hdrXFF, xff)
 	}
-	h.SetCanonical(hdrXFProto, protoHTTP)
+	h.SetCanonical(hdrXFProto, proto)
 	if host := h.Host(); len(host) > 0 {
 		h.SetCanonical(hdrXFHost, host)
 	}

@@ -62,7 +62,7 @@ func TestRewriteRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			req := parseReq(t, tc.raw)
 			var sc scratch
-			rewriteRequest(&req.Header, &sc, []byte(tc.ip), []byte(tc.port))
+			rewriteRequest(&req.Header, &sc, []byte(tc.ip), []byte(tc.port), protoHTTP)
 			if req.Header.ConnectionClose() {
 				t.Error("Connection: close left on the forwarded request")
 			}
@@ -129,7 +129,7 @@ func FuzzRewrite(f *testing.F) {
 		req.Header.DisableNormalizing()
 		if err := req.Header.Read(bufio.NewReader(strings.NewReader(rawReq))); err == nil {
 			var sc scratch
-			rewriteRequest(&req.Header, &sc, []byte("127.0.0.1"), []byte("80"))
+			rewriteRequest(&req.Header, &sc, []byte("127.0.0.1"), []byte("80"), protoHTTP)
 			var xff int
 			req.Header.VisitAll(func(k, v []byte) {
 				switch classify(k) {

@@ -23,7 +23,7 @@ func BenchmarkRewriteRequest(b *testing.B) {
 	ip, port := []byte("192.0.2.7"), []byte("80")
 	b.ReportAllocs()
 	for b.Loop() {
-		rewriteRequest(&req.Header, &sc, ip, port)
+		rewriteRequest(&req.Header, &sc, ip, port, protoHTTP)
 	}
 }
 

@@ -1,12 +1,16 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,6 +30,8 @@ type Server struct {
 	dialer net.Dialer
 	m      *metrics
 	pool   sync.Pool // *exchange
+
+	httpsPort []byte // ":8443" in redirect Locations, empty for 443
 }
 
 // New validates cfg, applies its defaults and returns a Server that is not
@@ -35,6 +41,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, m: newMetrics()}
+	if p := cfg.HTTPSPort; p > 0 && p != 443 {
+		s.httpsPort = strconv.AppendInt([]byte{':'}, int64(p), 10)
+	}
 	s.dialer = net.Dialer{Timeout: cfg.ConnectTimeout}
 	s.pool.New = func() any { return new(exchange) }
 	s.srv = &fasthttp.Server{
@@ -120,6 +129,25 @@ func (s *Server) Serve(ln net.Listener) error {
 	return s.srv.Serve(&listener{Listener: ln, readIdle: s.cfg.ReadTimeout, writeIdle: s.cfg.WriteTimeout})
 }
 
+// ErrNoTLSConfig is returned by ServeTLS without a *tls.Config.
+var ErrNoTLSConfig = errors.New("proxy: ServeTLS: nil tls.Config")
+
+// ServeTLS serves HTTPS on ln (a plain TCP listener: the handshake runs on
+// each connection's goroutine with cfg) until Shutdown, alongside Serve on
+// another listener: one Shutdown stops both. Requests on it carry
+// X-Forwarded-Proto: https and are never redirected. cfg must offer
+// http/1.1 (or no ALPN): HTTP/2 is not spoken. It returns nil after
+// Shutdown.
+func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
+	if cfg == nil {
+		return ErrNoTLSConfig
+	}
+	return s.srv.Serve(&listener{
+		Listener: ln, readIdle: s.cfg.ReadTimeout, writeIdle: s.cfg.WriteTimeout,
+		tls: cfg, hsFailed: s.cfg.HandshakeError, log: s.log,
+	})
+}
+
 // ListenAndServe listens on Config.Listen and calls Serve.
 func (s *Server) ListenAndServe() error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
@@ -129,7 +157,8 @@ func (s *Server) ListenAndServe() error {
 	return s.Serve(ln)
 }
 
-// Shutdown stops accepting connections, closes idle ones, and waits for
+// Shutdown stops accepting connections on every listener (Serve and
+// ServeTLS), closes idle ones, and waits for
 // requests in flight (streaming bodies included) to finish, until ctx is
 // done. Responses written meanwhile carry Connection: close.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -279,9 +308,15 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
-	c, _ := ctx.Conn().(*conn)
+	c := clientConnOf(ctx.Conn())
+	secure := false
 	if c != nil {
 		c.readFailed = false
+		secure = c.secure
+	}
+	if !secure && s.cfg.ACMEChallenge != nil && bytes.HasPrefix(ctx.Path(), acmeChallengePrefix) {
+		s.acmeChallenge(ctx, st)
+		return
 	}
 	snap := s.cfg.Snapshot()
 	if snap == nil {
@@ -293,6 +328,10 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 	st.stats = s.m.requests.get(r)
 	if r == nil {
 		s.reply(ctx, st, fasthttp.StatusNotFound, bodyNotFound)
+		return
+	}
+	if r.RedirectHTTPS && s.cfg.RedirectHTTPS && !secure && len(host) > 0 {
+		s.redirectHTTPS(ctx, st, host)
 		return
 	}
 	if uint(r.Backend) >= uint(len(snap.Backends)) {
@@ -327,11 +366,22 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 		req.Header.SetHostBytes(host)
 	}
 	var ip, port []byte
+	proto := protoHTTP
 	if c != nil {
 		ip, port = c.ip, c.port
 	}
-	rewriteRequest(&req.Header, &x.sc, ip, port)
+	if secure {
+		proto = protoHTTPS
+	}
+	rewriteRequest(&req.Header, &x.sc, ip, port, proto)
 	req.UseHostHeader = true // never rewrite Host to the endpoint address
+	if u := req.URI(); !bytes.Equal(u.Scheme(), protoHTTP) {
+		// The endpoint speaks plain HTTP whatever the client did: a TLS
+		// connection (or an https:// absolute-form target) gives the URI
+		// the https scheme, which HostClient refuses to send over plain
+		// TCP. Only the path and query are written on the wire.
+		u.SetSchemeBytes(protoHTTP)
+	}
 	if s.cfg.AccessLog {
 		x.method = append(x.method[:0], ctx.Method()...)
 		x.host = append(x.host[:0], req.Header.Host()...)
@@ -454,6 +504,62 @@ func (s *Server) reply(ctx *fasthttp.RequestCtx, st *handlerState, code int, bod
 		s.logAccess(ctx.Method(), ctx.Host(), ctx.Path(), code, time.Since(ctx.Time()), "", int64(len(body)))
 	}
 }
+
+var (
+	acmeChallengePrefix = []byte("/.well-known/acme-challenge/")
+	hdrLocation         = []byte("Location")
+	schemeHTTPS         = []byte("https://")
+)
+
+// acmeChallenge answers an ACME HTTP-01 request with Config.ACMEChallenge.
+func (s *Server) acmeChallenge(ctx *fasthttp.RequestCtx, st *handlerState) {
+	st.stats = &s.m.requests.unmatched
+	s.cfg.ACMEChallenge(ctx)
+	code := ctx.Response.StatusCode()
+	st.stats.inc(code)
+	if s.cfg.AccessLog {
+		s.logAccess(ctx.Method(), ctx.Host(), ctx.Path(), code, time.Since(ctx.Time()), "", int64(len(ctx.Response.Body())))
+	}
+}
+
+// redirectHTTPS answers 308 with Location https://HOST[:PORT]URI: the host
+// the request was routed on without its port, the HTTPS listener's port
+// unless it is 443, and the request URI exactly as the client sent it (in
+// origin form).
+func (s *Server) redirectHTTPS(ctx *fasthttp.RequestCtx, st *handlerState, host []byte) {
+	var hbuf [route.MaxHostLen]byte
+	var lbuf [512]byte
+	loc := append(lbuf[:0], schemeHTTPS...)
+	loc = append(loc, route.NormalizeHost(host, hbuf[:0])...)
+	loc = append(loc, s.httpsPort...)
+	uri := originForm(ctx.Request.Header.RequestURI())
+	if len(uri) == 0 || uri[0] != '/' {
+		loc = append(loc, '/')
+	}
+	loc = append(loc, uri...)
+	ctx.Response.Header.SetCanonical(hdrLocation, loc)
+	s.reply(ctx, st, fasthttp.StatusPermanentRedirect, bodyRedirect)
+}
+
+// originForm returns the path and query of a request target: the target
+// itself in origin form ("/a?b"), the part after the authority of an
+// absolute-form target ("http://h/a?b" -> "/a?b", "http://h?b" -> "?b"),
+// and "" for "*" or an authority alone. The caller adds the "/" an empty
+// path stands for.
+func originForm(uri []byte) []byte {
+	if len(uri) > 0 && uri[0] == '/' {
+		return uri
+	}
+	if i := bytes.Index(uri, schemeSep); i >= 0 {
+		rest := uri[i+len(schemeSep):]
+		if j := bytes.IndexAny(rest, "/?"); j >= 0 {
+			return rest[j:]
+		}
+	}
+	return nil
+}
+
+var schemeSep = []byte("://")
 
 // recovered turns a handler panic into a 500 and a log line.
 func (s *Server) recovered(ctx *fasthttp.RequestCtx, st *handlerState, p any) {

@@ -198,12 +198,13 @@ Try:
   curl -s -H 'Host: api.demo.test'   http://%[1]s/healthz     # Exact path
   curl -s -H 'Host: x.apps.demo.test' http://%[1]s/           # wildcard host *.apps.demo.test
   curl -s -H 'Host: nowhere.test'    http://%[1]s/            # no rule: the defaultBackend (fallback)
+  curl -sk -H 'Host: hello.demo.test' https://%[5]s/        # HTTPS (no Secret in the demo: the self-signed default certificate)
   curl -s http://%[2]s/routes                                 # the live route table
   curl -s http://%[2]s/metrics | grep edgegate_
   KUBECONFIG=%[4]s kubectl get ingress -A                      # if you have kubectl
 
 Press Ctrl-C to stop everything.
-`, httpAddr, adminAddr, mode, cp.Kubeconfig())
+`, httpAddr, adminAddr, mode, cp.Kubeconfig(), gw.HTTPSAddr)
 
 	select {
 	case <-ctx.Done():

@@ -59,8 +59,14 @@ type Options struct {
 	Dir string
 	// Kubeconfig is the admin kubeconfig of the API server to watch.
 	Kubeconfig string
-	// HTTPListen and AdminListen default to free 127.0.0.1 ports.
-	HTTPListen, AdminListen string
+	// HTTPListen, HTTPSListen and AdminListen default to free 127.0.0.1
+	// ports (never :443).
+	HTTPListen, HTTPSListen, AdminListen string
+	// NoHTTPS writes https.listen = "" (HTTPS off) instead.
+	NoHTTPS bool
+	// HTTPSExtra is appended inside the [https] section (default_cert,
+	// redirect ...). [acme] keys go in Extra as a section of their own.
+	HTTPSExtra string
 	// Extra is appended verbatim to the generated TOML (more sections or
 	// keys for sections the generator does not write).
 	Extra string
@@ -77,6 +83,7 @@ type Options struct {
 // Gateway is a running edgegate process.
 type Gateway struct {
 	HTTPAddr  string // host:port of the HTTP listener
+	HTTPSAddr string // host:port of the HTTPS listener; "" with NoHTTPS
 	AdminAddr string // host:port of the admin listener
 	Config    string // path of the config file
 
@@ -105,6 +112,12 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 	if o.AdminListen == "" {
 		o.AdminListen = FreeAddr()
 	}
+	switch {
+	case o.NoHTTPS:
+		o.HTTPSListen = ""
+	case o.HTTPSListen == "":
+		o.HTTPSListen = FreeAddr()
+	}
 	cfg := fmt.Sprintf(`[kubernetes]
 kubeconfig = %q
 %s
@@ -112,17 +125,20 @@ kubeconfig = %q
 listen = %q
 shutdown_timeout = "10s"
 
+[https]
+listen = %q
+%s
 [admin]
 listen = %q
 
 [log]
 level = %q
-%s`, o.Kubeconfig, o.KubernetesExtra, o.HTTPListen, o.AdminListen, o.LogLevel, o.Extra)
+%s`, o.Kubeconfig, o.KubernetesExtra, o.HTTPListen, o.HTTPSListen, o.HTTPSExtra, o.AdminListen, o.LogLevel, o.Extra)
 	path := filepath.Join(o.Dir, "gateway.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	g := &Gateway{HTTPAddr: o.HTTPListen, AdminAddr: o.AdminListen, Config: path, log: &syncBuffer{}, done: make(chan struct{})}
+	g := &Gateway{HTTPAddr: o.HTTPListen, HTTPSAddr: o.HTTPSListen, AdminAddr: o.AdminListen, Config: path, log: &syncBuffer{}, done: make(chan struct{})}
 	g.cmd = exec.Command(o.Bin, "-config", path)
 	var out io.Writer = g.log
 	if o.Stdout != nil {
