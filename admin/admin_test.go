@@ -210,9 +210,9 @@ func TestRoutesJSON(t *testing.T) {
 			Host, Source, Secret, Ingress, Error string
 			NotAfter                             string `json:"not_after"`
 		} `json:"tls"`
-		ACMEHosts []string `json:"acme_hosts"`
-		Default  *json.RawMessage `json:"default"`
-		Backends []struct {
+		ACMEHosts []string         `json:"acme_hosts"`
+		Default   *json.RawMessage `json:"default"`
+		Backends  []struct {
 			ID        string   `json:"id"`
 			Service   string   `json:"service"`
 			Port      string   `json:"port"`
