@@ -76,7 +76,7 @@ bench-propagation: controlplane
 # Hot-path Go benchmarks (match, header rewrite, pick, build) with -benchmem.
 bench-go:
 	@echo "bench-go: hot-path benchmarks (~1-2 min)"
-	$(GO) test -run '^$$' -bench . -benchmem ./route/ ./proxy/ ./balancer/ ./discovery/
+	$(GO) test -run '^$$' -bench . -benchmem ./route/ ./proxy/ ./balancer/ ./discovery/ ./tlsmgr/
 
 # Whole-system load: edgegate vs nginx vs haproxy vs direct through the same
 # pods (needs root; installs wrk, nginx, haproxy). Writes
