@@ -98,7 +98,14 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		pcfg.HTTPSPort = lns.https.Addr().(*net.TCPAddr).Port
 		pcfg.HandshakeError = tm.HandshakeError
 		if h := tm.HTTPHandler(); h != nil {
-			pcfg.ACMEChallenge = fasthttpadaptor.NewFastHTTPHandler(h)
+			// The adaptor makes fasthttp's RequestCtx the request context;
+			// autocert derives a timeout context from it, whose watcher
+			// goroutine would read RequestCtx.Done() while a graceful
+			// shutdown resets it (a data race). The challenge answer needs
+			// no cancellation, so detach it.
+			pcfg.ACMEChallenge = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				h.ServeHTTP(w, r.WithContext(context.WithoutCancel(r.Context())))
+			}))
 		}
 	}
 	px, err := proxy.New(pcfg)
