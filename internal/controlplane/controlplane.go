@@ -7,16 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/edgegate/edgegate/internal/childproc"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -92,8 +92,8 @@ type ControlPlane struct {
 	client     kubernetes.Interface
 
 	mu        sync.Mutex // guards the fields below
-	etcd      *proc
-	apiserver *proc
+	etcd      *childproc.Proc
+	apiserver *childproc.Proc
 	stopped   bool
 }
 
@@ -150,12 +150,12 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 
 	// The API server's port is picked once and kept across restarts.
 	for attempt := 1; ; attempt++ {
-		if cp.apiPort, err = freePort(); err != nil {
+		if cp.apiPort, err = childproc.FreePort(); err != nil {
 			return nil, fmt.Errorf("controlplane: %w", err)
 		}
 		cp.url = "https://127.0.0.1:" + strconv.Itoa(cp.apiPort)
 		err = cp.startAPIServerOnce(ctx)
-		if err == nil || !errors.Is(err, errAddrInUse) || attempt == bindAttempts {
+		if err == nil || !errors.Is(err, childproc.ErrAddrInUse) || attempt == bindAttempts {
 			break
 		}
 	}
@@ -228,7 +228,7 @@ func (cp *ControlPlane) StopAPIServer() error {
 	if p == nil {
 		return nil
 	}
-	return p.kill()
+	return p.Kill()
 }
 
 // StartAPIServer starts kube-apiserver again after StopAPIServer, on the same
@@ -256,7 +256,7 @@ func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
 			break
 		}
 		// The port is fixed now; it may still be held briefly. Retry.
-		if !errors.Is(err, errAddrInUse) || attempt == bindAttempts {
+		if !errors.Is(err, childproc.ErrAddrInUse) || attempt == bindAttempts {
 			return err
 		}
 		select {
@@ -286,10 +286,10 @@ func (cp *ControlPlane) Stop() error {
 	if api != nil {
 		// A test API server holds no state of its own (etcd does), and a
 		// graceful stop waits for every open watch: kill it.
-		errs = append(errs, api.kill())
+		errs = append(errs, api.Kill())
 	}
 	if etcd != nil {
-		errs = append(errs, etcd.stop(stopTimeout))
+		errs = append(errs, etcd.Stop(stopTimeout))
 	}
 	if cp.removeDir && cp.dir != "" {
 		errs = append(errs, os.RemoveAll(cp.dir))
@@ -301,10 +301,10 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) error {
 	var err error
 	for attempt := 1; attempt <= bindAttempts; attempt++ {
 		var clientPort, peerPort int
-		if clientPort, err = freePort(); err != nil {
+		if clientPort, err = childproc.FreePort(); err != nil {
 			return fmt.Errorf("controlplane: %w", err)
 		}
-		if peerPort, err = freePort(); err != nil {
+		if peerPort, err = childproc.FreePort(); err != nil {
 			return fmt.Errorf("controlplane: %w", err)
 		}
 		clientURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
@@ -326,12 +326,12 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) error {
 			"--unsafe-no-fsync",
 			"--log-level=warn",
 		}
-		p, err := startProc("etcd", filepath.Join(cp.cfg.BinDir, "etcd"), args, filepath.Join(cp.dir, "etcd.log"))
+		p, err := childproc.Start("etcd", filepath.Join(cp.cfg.BinDir, "etcd"), args, childproc.Options{LogPath: filepath.Join(cp.dir, "etcd.log")})
 		if err != nil {
 			return err
 		}
 		client := &http.Client{Timeout: time.Second}
-		err = waitReady(ctx, p, func() bool {
+		err = childproc.WaitReady(ctx, p, pollInterval, func() bool {
 			resp, err := client.Get(clientURL + "/health")
 			if err != nil {
 				return false
@@ -347,8 +347,8 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) error {
 			cp.mu.Unlock()
 			return nil
 		}
-		_ = p.stop(stopTimeout)
-		if !errors.Is(err, errAddrInUse) {
+		_ = p.Stop(stopTimeout)
+		if !errors.Is(err, childproc.ErrAddrInUse) {
 			return err
 		}
 	}
@@ -380,8 +380,8 @@ func (cp *ControlPlane) startAPIServerOnce(ctx context.Context) error {
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 	}
-	p, err := startProc("kube-apiserver", filepath.Join(cp.cfg.BinDir, "kube-apiserver"), args,
-		filepath.Join(cp.dir, "kube-apiserver.log"))
+	p, err := childproc.Start("kube-apiserver", filepath.Join(cp.cfg.BinDir, "kube-apiserver"), args,
+		childproc.Options{LogPath: filepath.Join(cp.dir, "kube-apiserver.log")})
 	if err != nil {
 		return err
 	}
@@ -392,7 +392,7 @@ func (cp *ControlPlane) startAPIServerOnce(ctx context.Context) error {
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
 	}
 	defer client.CloseIdleConnections()
-	err = waitReady(ctx, p, func() bool {
+	err = childproc.WaitReady(ctx, p, pollInterval, func() bool {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, cp.url+"/readyz", nil)
 		if err != nil {
 			return false
@@ -407,13 +407,13 @@ func (cp *ControlPlane) startAPIServerOnce(ctx context.Context) error {
 		return resp.StatusCode == http.StatusOK
 	})
 	if err != nil {
-		_ = p.stop(stopTimeout)
+		_ = p.Stop(stopTimeout)
 		return err
 	}
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	if cp.stopped {
-		go p.stop(stopTimeout) //nolint:errcheck // raced with Stop
+		go p.Stop(stopTimeout) //nolint:errcheck // raced with Stop
 		return errors.New("controlplane: stopped while starting")
 	}
 	cp.apiserver = p
@@ -449,138 +449,12 @@ func (cp *ControlPlane) waitDefaultNamespace(ctx context.Context) error {
 			cp.mu.Unlock()
 			tail := ""
 			if p != nil {
-				tail = p.logTail()
+				tail = p.LogTail()
 			}
 			return fmt.Errorf("controlplane: namespace default not created: %w (last error: %v)%s", ctx.Err(), err, tail)
 		case <-t.C:
 		}
 	}
-}
-
-// errAddrInUse marks a child that exited because its port was taken.
-var errAddrInUse = errors.New("address already in use")
-
-// waitReady polls ready until it reports true, the process exits or ctx ends.
-func waitReady(ctx context.Context, p *proc, ready func() bool) error {
-	t := time.NewTicker(pollInterval)
-	defer t.Stop()
-	for {
-		if ready() {
-			return nil
-		}
-		select {
-		case <-p.done:
-			tail := p.logTail()
-			err := fmt.Errorf("controlplane: %s exited during startup: %v%s", p.name, p.err, tail)
-			if strings.Contains(tail, "address already in use") {
-				err = fmt.Errorf("%w (%w)", err, errAddrInUse)
-			}
-			return err
-		case <-ctx.Done():
-			return fmt.Errorf("controlplane: %s not ready: %w%s", p.name, ctx.Err(), p.logTail())
-		case <-t.C:
-		}
-	}
-}
-
-// proc is a child process whose output goes to a log file.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{} // closed when the process has exited
-	err     error         // exit error, valid after done
-}
-
-func startProc(name, bin string, args []string, logPath string) (*proc, error) {
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("controlplane: %w", err)
-	}
-	fmt.Fprintf(logFile, "\n==== %s %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Die with the parent (a crashed or killed test binary). The
-		// signal is tied to the thread that forked; Go only ends threads
-		// of goroutines that exit while locked to them.
-		Pdeathsig: syscall.SIGKILL,
-		// Keep terminal signals (Ctrl-C) for the parent, which stops the
-		// children in order.
-		Setpgid: true,
-	}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("controlplane: start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// stop sends SIGTERM, then SIGKILL after timeout, and waits for the exit.
-func (p *proc) stop(timeout time.Duration) error {
-	select {
-	case <-p.done:
-		return nil // already gone; its exit was reported by whoever noticed
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return nil
-	case <-t.C:
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("controlplane: %s did not exit within %v of SIGTERM; killed", p.name, timeout)
-	}
-}
-
-// kill stops the process with SIGKILL and waits for it.
-func (p *proc) kill() error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	if err := p.cmd.Process.Kill(); err != nil {
-		return fmt.Errorf("controlplane: kill %s: %w", p.name, err)
-	}
-	<-p.done
-	return nil
-}
-
-// logTail returns the last lines of the log, formatted for an error.
-func (p *proc) logTail() string {
-	const maxBytes, maxLines = 6 << 10, 30
-	f, err := os.Open(p.logPath)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(st.Size()-maxBytes, 0)
-	buf := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(buf), "\n"), "\n")
-	if off > 0 && len(lines) > 1 {
-		lines = lines[1:] // first line is likely cut
-	}
-	if len(lines) > maxLines {
-		lines = lines[len(lines)-maxLines:]
-	}
-	return fmt.Sprintf("\n--- last lines of %s:\n%s", p.logPath, strings.Join(lines, "\n"))
 }
 
 // tempPrefix and pidFile mark the temporary work directories of Start.
@@ -606,15 +480,4 @@ func removeStaleDirs() {
 			_ = os.RemoveAll(d)
 		}
 	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago. Callers
-// retry when a child then fails to bind it.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

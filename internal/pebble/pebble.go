@@ -11,14 +11,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/edgegate/edgegate/internal/childproc"
 )
 
 // Version is the Pebble release that hack/pebble.sh builds (keep in step
@@ -97,8 +96,8 @@ type Pebble struct {
 	mgmtPort int
 
 	mu      sync.Mutex // guards the fields below
-	dns     *proc
-	pebble  *proc
+	dns     *childproc.Proc
+	pebble  *childproc.Proc
 	stopped bool
 }
 
@@ -123,7 +122,7 @@ func Start(ctx context.Context, cfg Config) (*Pebble, error) {
 	}
 	for _, p := range []*int{&cfg.HTTPPort, &cfg.TLSPort} {
 		if *p == 0 {
-			port, err := freePort()
+			port, err := childproc.FreePort()
 			if err != nil {
 				return nil, err
 			}
@@ -154,7 +153,7 @@ func Start(ctx context.Context, cfg Config) (*Pebble, error) {
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, errAddrInUse) || attempt == bindAttempts || ctx.Err() != nil {
+		if !errors.Is(err, childproc.ErrAddrInUse) || attempt == bindAttempts || ctx.Err() != nil {
 			return nil, err
 		}
 		p.stopChildren()
@@ -165,12 +164,10 @@ func Start(ctx context.Context, cfg Config) (*Pebble, error) {
 	return p, nil
 }
 
-var errAddrInUse = errors.New("address already in use")
-
 func (p *Pebble) startOnce(ctx context.Context, ca *credentials) error {
 	ports := make([]int, 4)
 	for i := range ports {
-		port, err := freePort()
+		port, err := childproc.FreePort()
 		if err != nil {
 			return err
 		}
@@ -180,19 +177,19 @@ func (p *Pebble) startOnce(ctx context.Context, ca *credentials) error {
 	p.acmePort, p.mgmtPort = ports[2], ports[3]
 
 	dnsAddr := "127.0.0.1:" + strconv.Itoa(dnsPort)
-	dns, err := startProc("pebble-challtestsrv", filepath.Join(p.cfg.BinDir, "pebble-challtestsrv"), []string{
+	dns, err := childproc.Start("pebble-challtestsrv", filepath.Join(p.cfg.BinDir, "pebble-challtestsrv"), []string{
 		"-dnsserver", dnsAddr,
 		"-management", "127.0.0.1:" + strconv.Itoa(dnsMgmtPort),
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-	}, nil, filepath.Join(p.dir, "challtestsrv.log"))
+	}, childproc.Options{LogPath: filepath.Join(p.dir, "challtestsrv.log"), Dir: p.dir})
 	if err != nil {
 		return err
 	}
 	p.mu.Lock()
 	p.dns = dns
 	p.mu.Unlock()
-	if err := waitReady(ctx, dns, func() bool { return dialOK(dnsAddr) }); err != nil {
+	if err := childproc.WaitReady(ctx, dns, pollInterval, func() bool { return dialOK(dnsAddr) }); err != nil {
 		return err
 	}
 
@@ -218,10 +215,13 @@ func (p *Pebble) startOnce(ctx context.Context, ca *credentials) error {
 	if err := os.WriteFile(confFile, b, 0o600); err != nil {
 		return fmt.Errorf("pebble: %w", err)
 	}
-	peb, err := startProc("pebble", filepath.Join(p.cfg.BinDir, "pebble"),
+	peb, err := childproc.Start("pebble", filepath.Join(p.cfg.BinDir, "pebble"),
 		[]string{"-config", confFile, "-dnsserver", dnsAddr},
-		[]string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"},
-		filepath.Join(p.dir, "pebble.log"))
+		childproc.Options{
+			LogPath: filepath.Join(p.dir, "pebble.log"),
+			Env:     []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"},
+			Dir:     p.dir,
+		})
 	if err != nil {
 		return err
 	}
@@ -229,7 +229,7 @@ func (p *Pebble) startOnce(ctx context.Context, ca *credentials) error {
 	p.pebble = peb
 	p.mu.Unlock()
 	client := p.httpClient()
-	return waitReady(ctx, peb, func() bool {
+	return childproc.WaitReady(ctx, peb, pollInterval, func() bool {
 		for _, u := range []string{p.DirectoryURL(), p.mgmtURL("/roots/0")} {
 			resp, err := client.Get(u)
 			if err != nil {
@@ -328,7 +328,7 @@ func (p *Pebble) LogTail() string {
 	if peb == nil {
 		return ""
 	}
-	return peb.logTail()
+	return peb.LogTail()
 }
 
 // Stop stops both processes and removes the work directory. It may be
@@ -354,9 +354,9 @@ func (p *Pebble) stopChildren() error {
 	p.pebble, p.dns = nil, nil
 	p.mu.Unlock()
 	var errs []error
-	for _, c := range []*proc{peb, dns} {
+	for _, c := range []*childproc.Proc{peb, dns} {
 		if c != nil {
-			errs = append(errs, c.stop(stopTimeout))
+			errs = append(errs, c.Stop(stopTimeout))
 		}
 	}
 	return errors.Join(errs...)
@@ -369,110 +369,4 @@ func dialOK(addr string) bool {
 	}
 	c.Close()
 	return true
-}
-
-func waitReady(ctx context.Context, p *proc, ready func() bool) error {
-	t := time.NewTicker(pollInterval)
-	defer t.Stop()
-	for {
-		if ready() {
-			return nil
-		}
-		select {
-		case <-p.done:
-			tail := p.logTail()
-			err := fmt.Errorf("pebble: %s exited during startup: %v%s", p.name, p.err, tail)
-			if strings.Contains(tail, "address already in use") {
-				err = fmt.Errorf("%w (%w)", err, errAddrInUse)
-			}
-			return err
-		case <-ctx.Done():
-			return fmt.Errorf("pebble: %s not ready: %w%s", p.name, ctx.Err(), p.logTail())
-		case <-t.C:
-		}
-	}
-}
-
-// proc is a child process whose output goes to a log file.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{} // closed when the process has exited
-	err     error         // exit error, valid after done
-}
-
-func startProc(name, bin string, args, env []string, logPath string) (*proc, error) {
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: %w", err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = filepath.Dir(logPath)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Die with the parent (a crashed or killed test binary).
-		Pdeathsig: syscall.SIGKILL,
-		// Keep terminal signals (Ctrl-C) for the parent.
-		Setpgid: true,
-	}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("pebble: start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// stop sends SIGTERM, then SIGKILL after timeout, and waits for the exit.
-func (p *proc) stop(timeout time.Duration) error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return nil
-	case <-t.C:
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("pebble: %s did not exit within %v of SIGTERM; killed", p.name, timeout)
-	}
-}
-
-// logTail returns the last lines of the log, formatted for an error.
-func (p *proc) logTail() string {
-	const maxBytes, maxLines = 6 << 10, 30
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return ""
-	}
-	if len(b) > maxBytes {
-		b = b[len(b)-maxBytes:]
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > maxLines {
-		lines = lines[len(lines)-maxLines:]
-	}
-	return fmt.Sprintf("\n--- last lines of %s:\n%s", p.logPath, strings.Join(lines, "\n"))
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pebble: pick free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

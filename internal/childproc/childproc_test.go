@@ -1,0 +1,68 @@
+package childproc
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStopKillAndLogTail(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p, err := Start("sleeper", "/bin/sh", []string{"-c", "echo child-$((40+2)); exec sleep 60"}, Options{LogPath: filepath.Join(dir, "log"), Env: []string{"X=1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Readiness: the child has written its line.
+	if err := WaitReady(context.Background(), p, 10*time.Millisecond, func() bool {
+		return strings.Contains(p.LogTail(), "child-42")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(5 * time.Second); err != nil {
+		t.Fatalf("sleep should stop on SIGTERM: %v", err)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("Done not closed after Stop")
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatalf("Kill after exit: %v", err)
+	}
+}
+
+func TestStopKillsAfterTimeout(t *testing.T) {
+	t.Parallel()
+	p, err := Start("stubborn", "/bin/sh", []string{"-c", "trap '' TERM; echo ready-$((40+2)); while :; do sleep 1; done"}, Options{LogPath: filepath.Join(t.TempDir(), "log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	WaitReady(context.Background(), p, 10*time.Millisecond, func() bool { return strings.Contains(p.LogTail(), "ready-42") })
+	if err := p.Stop(200 * time.Millisecond); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("Stop of a process ignoring SIGTERM: %v, want killed", err)
+	}
+}
+
+func TestWaitReadyReportsExitAndAddrInUse(t *testing.T) {
+	t.Parallel()
+	p, err := Start("binder", "/bin/sh", []string{"-c", "echo 'listen tcp 127.0.0.1:1: bind: address already in use'; exit 1"}, Options{LogPath: filepath.Join(t.TempDir(), "log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = WaitReady(context.Background(), p, 10*time.Millisecond, func() bool { return false })
+	if !errors.Is(err, ErrAddrInUse) || !strings.Contains(err.Error(), "binder exited during startup") {
+		t.Fatalf("got %v, want an exit error wrapping ErrAddrInUse", err)
+	}
+}
+
+func TestStartMissingBinary(t *testing.T) {
+	t.Parallel()
+	if _, err := Start("nope", filepath.Join(t.TempDir(), "missing"), nil, Options{LogPath: filepath.Join(t.TempDir(), "log")}); err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("got %v, want a not-exist error", err)
+	}
+}
