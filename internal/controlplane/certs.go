@@ -5,15 +5,15 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/edgegate/edgegate/internal/testca"
 )
 
 // credentials are the files the API server needs, written once per control
@@ -31,47 +31,15 @@ type credentials struct {
 // writeCredentials generates a CA, a serving certificate for the loopback
 // address, a service-account key and an admin token, and writes them to dir.
 func writeCredentials(dir string) (*credentials, error) {
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testca.New("edgegate-test-ca", 10*365*24*time.Hour)
 	if err != nil {
-		return nil, fmt.Errorf("generate ca key: %w", err)
+		return nil, err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "edgegate-test-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	srvCertPEM, srvKeyPEM, err := ca.Serving("kube-apiserver",
+		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, 10*365*24*time.Hour)
 	if err != nil {
-		return nil, fmt.Errorf("create ca certificate: %w", err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, fmt.Errorf("parse ca certificate: %w", err)
-	}
-
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate serving key: %w", err)
-	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default",
-			"kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("create serving certificate: %w", err)
+		return nil, err
 	}
 
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -85,17 +53,13 @@ func writeCredentials(dir string) (*credentials, error) {
 	}
 
 	c := &credentials{
-		caPEM:      pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		caPEM:      ca.PEM,
 		certFile:   filepath.Join(dir, "apiserver.crt"),
 		keyFile:    filepath.Join(dir, "apiserver.key"),
 		saKeyFile:  filepath.Join(dir, "sa.key"),
 		saPubFile:  filepath.Join(dir, "sa.pub"),
 		tokenFile:  filepath.Join(dir, "tokens.csv"),
 		adminToken: hex.EncodeToString(tok),
-	}
-	srvKeyDER, err := x509.MarshalPKCS8PrivateKey(srvKey)
-	if err != nil {
-		return nil, fmt.Errorf("marshal serving key: %w", err)
 	}
 	saKeyDER, err := x509.MarshalPKCS8PrivateKey(saKey)
 	if err != nil {
@@ -110,8 +74,8 @@ func writeCredentials(dir string) (*credentials, error) {
 		data []byte
 	}{
 		{filepath.Join(dir, "ca.crt"), c.caPEM},
-		{c.certFile, append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}), c.caPEM...)},
-		{c.keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: srvKeyDER})},
+		{c.certFile, append(srvCertPEM, c.caPEM...)},
+		{c.keyFile, srvKeyPEM},
 		{c.saKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: saKeyDER})},
 		{c.saPubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER})},
 		// token,user,uid,"group1,group2"
@@ -123,12 +87,4 @@ func writeCredentials(dir string) (*credentials, error) {
 		}
 	}
 	return c, nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return big.NewInt(time.Now().UnixNano())
-	}
-	return n
 }
