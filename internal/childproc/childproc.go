@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -181,4 +182,29 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// CacheDir is where a harness keeps binaries it builds: $envVar when set,
+// else $XDG_CACHE_HOME/edgegate/name, else $HOME/.cache/edgegate/name.
+func CacheDir(envVar, name string) string {
+	if d := os.Getenv(envVar); d != "" {
+		return d
+	}
+	cache, err := os.UserCacheDir() // $XDG_CACHE_HOME or $HOME/.cache
+	if err != nil {
+		cache = filepath.Join(os.TempDir(), "edgegate-cache")
+	}
+	return filepath.Join(cache, "edgegate", name)
+}
+
+// CheckExecutables returns an error wrapping missing, naming the first of
+// names that is not an executable file in dir.
+func CheckExecutables(missing error, dir string, names ...string) error {
+	for _, name := range names {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("%w: no executable %s in %s", missing, name, dir)
+		}
+	}
+	return nil
 }

@@ -66,3 +66,27 @@ func TestStartMissingBinary(t *testing.T) {
 		t.Fatalf("got %v, want a not-exist error", err)
 	}
 }
+
+func TestCheckExecutablesAndCacheDir(t *testing.T) {
+	dir := t.TempDir()
+	missing := errors.New("missing")
+	os.WriteFile(filepath.Join(dir, "tool"), []byte("#!/bin/sh\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "data"), []byte("x"), 0o644)
+	if err := CheckExecutables(missing, dir, "tool"); err != nil {
+		t.Errorf("executable present: %v", err)
+	}
+	for _, name := range []string{"data", "absent"} {
+		if err := CheckExecutables(missing, dir, "tool", name); !errors.Is(err, missing) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: got %v, want the sentinel naming it", name, err)
+		}
+	}
+	t.Setenv("EDGEGATE_TEST_DIR", "/somewhere")
+	if got := CacheDir("EDGEGATE_TEST_DIR", "x"); got != "/somewhere" {
+		t.Errorf("CacheDir with env = %q", got)
+	}
+	t.Setenv("EDGEGATE_TEST_DIR", "")
+	t.Setenv("XDG_CACHE_HOME", "/cache")
+	if got := CacheDir("EDGEGATE_TEST_DIR", "x-v1"); got != "/cache/edgegate/x-v1" {
+		t.Errorf("CacheDir = %q", got)
+	}
+}

@@ -66,16 +66,7 @@ type Config struct {
 // DefaultBinDir is where hack/controlplane.sh puts the binaries:
 // $EDGEGATE_CP_DIR, else $XDG_CACHE_HOME/edgegate/controlplane-<Version>,
 // else $HOME/.cache/edgegate/controlplane-<Version>.
-func DefaultBinDir() string {
-	if d := os.Getenv("EDGEGATE_CP_DIR"); d != "" {
-		return d
-	}
-	cache, err := os.UserCacheDir() // $XDG_CACHE_HOME or $HOME/.cache
-	if err != nil {
-		cache = filepath.Join(os.TempDir(), "edgegate-cache")
-	}
-	return filepath.Join(cache, "edgegate", "controlplane-"+Version)
-}
+func DefaultBinDir() string { return childproc.CacheDir("EDGEGATE_CP_DIR", "controlplane-"+Version) }
 
 // ControlPlane is a running etcd and kube-apiserver. Its methods may be
 // called concurrently.
@@ -188,13 +179,7 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 // CheckBinaries reports ErrBinariesMissing (with the directory) when binDir
 // lacks kube-apiserver or etcd.
 func CheckBinaries(binDir string) error {
-	for _, name := range []string{"kube-apiserver", "etcd"} {
-		st, err := os.Stat(filepath.Join(binDir, name))
-		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			return fmt.Errorf("%w: no executable %s in %s", ErrBinariesMissing, name, binDir)
-		}
-	}
-	return nil
+	return childproc.CheckExecutables(ErrBinariesMissing, binDir, "kube-apiserver", "etcd")
 }
 
 // URL is the API server's base URL, https://127.0.0.1:<port>.

@@ -61,28 +61,12 @@ type Config struct {
 // DefaultBinDir is where hack/pebble.sh puts the binaries:
 // $EDGEGATE_PEBBLE_DIR, else $XDG_CACHE_HOME/edgegate/pebble-<Version>, else
 // $HOME/.cache/edgegate/pebble-<Version>.
-func DefaultBinDir() string {
-	if d := os.Getenv("EDGEGATE_PEBBLE_DIR"); d != "" {
-		return d
-	}
-	cache, err := os.UserCacheDir() // $XDG_CACHE_HOME or $HOME/.cache
-	if err != nil {
-		cache = filepath.Join(os.TempDir(), "edgegate-cache")
-	}
-	return filepath.Join(cache, "edgegate", "pebble-"+Version)
-}
+func DefaultBinDir() string { return childproc.CacheDir("EDGEGATE_PEBBLE_DIR", "pebble-"+Version) }
 
 // CheckBinaries reports ErrBinariesMissing (wrapped, naming the file) when
 // binDir lacks an executable pebble or pebble-challtestsrv.
 func CheckBinaries(binDir string) error {
-	for _, name := range []string{"pebble", "pebble-challtestsrv"} {
-		p := filepath.Join(binDir, name)
-		st, err := os.Stat(p)
-		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			return fmt.Errorf("%w: %s", ErrBinariesMissing, p)
-		}
-	}
-	return nil
+	return childproc.CheckExecutables(ErrBinariesMissing, binDir, "pebble", "pebble-challtestsrv")
 }
 
 // Pebble is a running Pebble and its DNS server. Its methods may be called
