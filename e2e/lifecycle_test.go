@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -70,7 +71,7 @@ func TestUpstreamErrors(t *testing.T) {
 	e := newEnv(t, func(_ *env, o *gatewayproc.Options) {
 		o.Extra += "\n[upstream]\nresponse_timeout = \"500ms\"\nconnect_timeout = \"1s\"\n"
 	})
-	slow := e.app("slow")
+	e.app("slow")
 	closed := e.startPod("closed", 8080, false)
 	closed.srv.Close() // the IP exists but nothing listens: connection refused
 	e.service("closed", svcPort("http", 80, intstrFrom(8080)))
@@ -80,7 +81,6 @@ func TestUpstreamErrors(t *testing.T) {
 	e.expect(host, "/slow", want{pod: "slow"})
 	e.expect(host, "/refused", want{status: 502})
 	e.expect(host, "/slow?sleep=3s", want{status: 504})
-	_ = slow
 	r, err := e.get(host, "/refused")
 	if err != nil {
 		t.Fatal(err)
@@ -153,11 +153,12 @@ func TestCheckConfigAndBadConfig(t *testing.T) {
 func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.app("slow")
+	slow := e.app("slow")
 	host := "drain." + e.ns + ".test"
 	e.ingress(e.ing("drain", rule(host, prefix("/", "slow", 80))))
 	e.expect(host, "/", want{pod: "slow"})
 
+	before := slow.hits.Load()
 	done := make(chan response, 1)
 	go func() {
 		r, err := e.get(host, "/?sleep=1500ms")
@@ -166,7 +167,12 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 		}
 		done <- r
 	}()
-	time.Sleep(300 * time.Millisecond) // let the request reach the pod
+	e.eventually("the slow request reaches the pod", func() error {
+		if slow.hits.Load() == before {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
 	if err := e.gw.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}

@@ -375,6 +375,8 @@ func TestTLSRotation(t *testing.T) {
 		mu       sync.Mutex
 		failures []string
 		n        int
+		oldN     int // answered with the old certificate
+		newN     int // answered with the rotated one
 		sawNew   = make(chan struct{})
 		newOnce  sync.Once
 		rotated  = issue(t, host)
@@ -394,14 +396,27 @@ func TestTLSRotation(t *testing.T) {
 			case r.status != 200 || r.pod != "site":
 				failures = append(failures, fmt.Sprintf("status %d pod %q", r.status, r.pod))
 			case r.leaf.SerialNumber.Cmp(rotated.serial) == 0:
+				newN++
 				newOnce.Do(func() { close(sawNew) })
-			case r.leaf.SerialNumber.Cmp(old.serial) != 0:
+			case r.leaf.SerialNumber.Cmp(old.serial) == 0:
+				oldN++
+			default:
 				failures = append(failures, "unexpected serial "+r.leaf.SerialNumber.String())
 			}
 			mu.Unlock()
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // some requests before the change
+	counted := func(what string, c *int) {
+		e.eventually(what, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if *c < 5 {
+				return fmt.Errorf("%d so far", *c)
+			}
+			return nil
+		})
+	}
+	counted("5 requests served with the old certificate", &oldN)
 	start := time.Now()
 	e.tlsSecret(e.ns, "rot-tls", rotated.certPEM, rotated.keyPEM)
 	select {
@@ -410,7 +425,7 @@ func TestTLSRotation(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Error("the rotated certificate was not served within 15s")
 	}
-	time.Sleep(100 * time.Millisecond) // and some after
+	counted("5 requests served with the rotated certificate", &newN)
 	cancel()
 	<-loopDone
 	mu.Lock()
@@ -535,13 +550,14 @@ func TestTLSGracefulShutdownFinishesInFlight(t *testing.T) {
 	t.Parallel()
 	def, _ := withDefaultCert(t)
 	e := newEnv(t, def)
-	e.app("slow")
+	slow := e.app("slow")
 	host := "drain." + e.ns + ".test"
 	c := issue(t, host)
 	e.tlsSecret(e.ns, "drain-tls", c.certPEM, c.keyPEM)
 	e.ingress(withTLS(e.ing("drain", rule(host, prefix("/", "slow", 80))), "drain-tls", host))
 	e.expectTLS(host, "/", "slow", c.serial)
 
+	before := slow.hits.Load()
 	done := make(chan tlsResponse, 1)
 	go func() {
 		r, err := e.getTLS(host, "/?sleep=1500ms")
@@ -550,7 +566,12 @@ func TestTLSGracefulShutdownFinishesInFlight(t *testing.T) {
 		}
 		done <- r
 	}()
-	time.Sleep(300 * time.Millisecond) // let the request reach the pod
+	e.eventually("the slow request reaches the pod", func() error {
+		if slow.hits.Load() == before {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
 	if err := e.gw.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
