@@ -16,6 +16,14 @@
 //
 //	go run ./bench/load            # 3 rounds of 10 s per target and profile (~7 min)
 //	go run ./bench/load -quick     # 1 round of 5 s (~1.5 min)
+//
+// For optimising, -profiles and -targets pick a subset, and -b runs a second
+// edgegate binary as target "edgegate-b" in the same interleaved rounds (an
+// A/B comparison on the same machine state); -env and -b-env set their
+// environments (GOMAXPROCS=1 ...). A subset run writes no results file
+// unless -out is given.
+//
+//	go run ./bench/load -profiles small -targets nginx,edgegate -b /tmp/edgegate-old
 package main
 
 import (
@@ -29,7 +37,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -49,6 +59,31 @@ type options struct {
 	warmup   time.Duration
 	threads  int
 	out      string
+
+	profiles, targets string   // comma-separated subsets; "" is all
+	bin, binB         string   // prebuilt edgegate binaries; bin "" builds one
+	env, envB         []string // extra environment of edgegate and edgegate-b
+}
+
+// listFlag is a comma-separated flag.Value.
+type listFlag struct{ p *[]string }
+
+func (l listFlag) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l listFlag) Set(v string) error {
+	*l.p = append(*l.p, strings.Split(v, ",")...)
+	return nil
+}
+
+// selected reports whether name is in the comma-separated list (all when
+// the list is empty).
+func selected(list, name string) bool {
+	return list == "" || slices.Contains(strings.Split(list, ","), name)
 }
 
 func main() {
@@ -58,8 +93,19 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 0, "length of one wrk run (default 10s, 5s with -quick)")
 	flag.DurationVar(&o.warmup, "warmup", 0, "unmeasured wrk run per target before each profile (default 2s, 1s with -quick)")
 	flag.IntVar(&o.threads, "threads", 2, "wrk threads")
-	flag.StringVar(&o.out, "out", "", "markdown results file (default bench/results/latest.md)")
+	flag.StringVar(&o.out, "out", "", "markdown results file (default bench/results/latest.md; none for a subset run)")
+	flag.StringVar(&o.profiles, "profiles", "", "profiles to run, of small,16k,hosts (default all)")
+	flag.StringVar(&o.targets, "targets", "", "targets to run, of direct,nginx,haproxy,edgegate (default all)")
+	flag.StringVar(&o.bin, "bin", "", "edgegate binary to run (default: build this tree)")
+	flag.StringVar(&o.binB, "b", "", "second edgegate binary, run as target edgegate-b")
+	flag.Var(listFlag{&o.env}, "env", "KEY=VALUE[,...] added to edgegate's environment")
+	flag.Var(listFlag{&o.envB}, "b-env", "KEY=VALUE[,...] added to edgegate-b's environment")
 	flag.Parse()
+	for _, name := range strings.Split(o.profiles, ",") {
+		if name != "" && !slices.ContainsFunc(profiles, func(p profile) bool { return p.key == name }) {
+			log.Fatalf("-profiles: unknown profile %q (have small, 16k, hosts)", name)
+		}
+	}
 	if o.rounds == 0 {
 		o.rounds = 3
 		if o.quick {
@@ -101,6 +147,7 @@ var (
 
 // profile is one load shape.
 type profile struct {
+	key       string // for -profiles
 	name      string
 	path      string
 	conns     int
@@ -109,9 +156,9 @@ type profile struct {
 }
 
 var profiles = []profile{
-	{name: "small body, 64 conns", path: "/small", conns: 64, bodyLen: len(smallBody)},
-	{name: "16 KiB body, 256 conns", path: "/16k", conns: 256, bodyLen: len(largeBody)},
-	{name: "small body, 64 conns, 1,000 hosts", path: "/small", conns: 64, bodyLen: len(smallBody), manyHosts: true},
+	{key: "small", name: "small body, 64 conns", path: "/small", conns: 64, bodyLen: len(smallBody)},
+	{key: "16k", name: "16 KiB body, 256 conns", path: "/16k", conns: 256, bodyLen: len(largeBody)},
+	{key: "hosts", name: "small body, 64 conns, 1,000 hosts", path: "/small", conns: 64, bodyLen: len(smallBody), manyHosts: true},
 }
 
 const (
@@ -132,7 +179,8 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	if o.out == "" {
+	subset := o.profiles != "" || o.targets != "" || o.binB != ""
+	if o.out == "" && !subset {
 		o.out = filepath.Join(root, "bench", "results", "latest.md")
 	}
 	env, err := probeEnv(ctx)
@@ -170,10 +218,12 @@ func run(ctx context.Context, o options) error {
 	log.Printf("control plane and pods %s, %s up in %s", pods[0].addr, pods[1].addr, since(step))
 
 	step = time.Now()
-	log.Printf("building edgegate")
-	bin, err := gatewayproc.Build(ctx, dir)
-	if err != nil {
-		return err
+	bin := o.bin
+	if bin == "" {
+		log.Printf("building edgegate")
+		if bin, err = gatewayproc.Build(ctx, dir); err != nil {
+			return err
+		}
 	}
 	k, err := newKube(cp)
 	if err != nil {
@@ -188,7 +238,7 @@ func run(ctx context.Context, o options) error {
 	}
 	// Access log: off (the default, which gatewayproc does not change).
 	// Metrics and X-Forwarded-* headers are always on.
-	gw, err := gatewayproc.Start(ctx, gatewayproc.Options{Bin: bin, Dir: gwDir, Kubeconfig: cp.Kubeconfig(), LogLevel: "warn"})
+	gw, err := gatewayproc.Start(ctx, gatewayproc.Options{Bin: bin, Dir: gwDir, Kubeconfig: cp.Kubeconfig(), LogLevel: "warn", Env: o.env})
 	if err != nil {
 		return err
 	}
@@ -198,6 +248,23 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	log.Printf("edgegate built and ready on %s (pid %d) in %s", gw.HTTPAddr, gwPID, since(step))
+	var gwB *gatewayproc.Gateway
+	var gwBPID int
+	if o.binB != "" {
+		d := filepath.Join(dir, "gw-b")
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+		gwB, err = gatewayproc.Start(ctx, gatewayproc.Options{Bin: o.binB, Dir: d, Kubeconfig: cp.Kubeconfig(), LogLevel: "warn", Env: o.envB})
+		if err != nil {
+			return err
+		}
+		defer gwB.Stop(10 * time.Second)
+		if gwBPID, err = pidByCmdline(gwB.Config); err != nil {
+			return err
+		}
+		log.Printf("edgegate-b (%s) ready on %s (pid %d)", o.binB, gwB.HTTPAddr, gwBPID)
+	}
 
 	podAddrs := []string{pods[0].addr, pods[1].addr}
 	hosts := []string{benchHost}
@@ -209,11 +276,20 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	targets := []*target{
+	all := []*target{
 		{name: "direct", addr: pods[0].addr},
 		{name: "nginx", addr: ngx.listen, pids: ngx.pids},
 		{name: "haproxy", addr: hap.listen, pids: hap.pids},
 		{name: "edgegate", addr: gw.HTTPAddr, pids: func() []int { return []int{gwPID} }},
+	}
+	var targets []*target
+	for _, t := range all {
+		if selected(o.targets, t.name) {
+			targets = append(targets, t)
+		}
+	}
+	if gwB != nil {
+		targets = append(targets, &target{name: "edgegate-b", addr: gwB.HTTPAddr, pids: func() []int { return []int{gwBPID} }})
 	}
 	log.Printf("nginx on %s, haproxy on %s; setup took %s", ngx.listen, hap.listen, since(began))
 
@@ -223,6 +299,9 @@ func run(ctx context.Context, o options) error {
 	}
 	var results []result
 	for _, p := range profiles {
+		if !selected(o.profiles, p.key) {
+			continue
+		}
 		if p.manyHosts {
 			step = time.Now()
 			log.Printf("adding %d Ingresses (one host each) and restarting nginx and haproxy with %d hosts", extraN, extraN+1)
@@ -231,6 +310,11 @@ func run(ctx context.Context, o options) error {
 			}
 			if err := waitHosts(ctx, gw.HTTPAddr, 60*time.Second); err != nil {
 				return err
+			}
+			if gwB != nil {
+				if err := waitHosts(ctx, gwB.HTTPAddr, 60*time.Second); err != nil {
+					return err
+				}
 			}
 			log.Printf("edgegate routes all %d hosts %s after the first write", extraN+1, since(step))
 			for i := range extraN {
@@ -242,7 +326,7 @@ func run(ctx context.Context, o options) error {
 					return err
 				}
 			}
-			targets[1].addr, targets[2].addr = ngx.listen, hap.listen
+			all[1].addr, all[2].addr = ngx.listen, hap.listen
 		}
 		if err := verify(ctx, targets, p); err != nil {
 			return err
@@ -256,6 +340,10 @@ func run(ctx context.Context, o options) error {
 
 	report := render(env, o, results, since(began))
 	fmt.Print("\n" + report)
+	if o.out == "" {
+		log.Printf("subset run: no results file written (give -out to write one); total %s", since(began))
+		return nil
+	}
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		return err
 	}

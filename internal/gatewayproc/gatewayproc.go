@@ -78,6 +78,8 @@ type Options struct {
 	Stdout io.Writer
 	// NoWait skips waiting for /readyz.
 	NoWait bool
+	// Env is added to the gateway's environment (GOMAXPROCS=1, GOGC=200 ...).
+	Env []string
 }
 
 // Gateway is a running edgegate process.
@@ -145,6 +147,9 @@ level = %q
 		out = io.MultiWriter(g.log, o.Stdout)
 	}
 	g.cmd.Stdout, g.cmd.Stderr = out, out
+	if len(o.Env) > 0 {
+		g.cmd.Env = append(os.Environ(), o.Env...)
+	}
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := g.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start edgegate: %w", err)
@@ -200,6 +205,9 @@ func (g *Gateway) Stop(timeout time.Duration) error {
 		return fmt.Errorf("edgegate did not stop within %s", timeout)
 	}
 }
+
+// PID is the process id of the gateway (for /proc/PID, RSS and the like).
+func (g *Gateway) PID() int { return g.cmd.Process.Pid }
 
 // Signal sends sig to the process.
 func (g *Gateway) Signal(sig os.Signal) error { return g.cmd.Process.Signal(sig) }
