@@ -43,6 +43,8 @@ vet:
 test: controlplane pebble vet
 	@echo "test: go test -race ./... (end-to-end tests use the control plane in $(EDGEGATE_CP_DIR))"
 	$(GO) test -race -count=1 -timeout 20m ./...
+	@echo "test: proxy and end-to-end tests again without -race: the raw-syscall socket I/O is compiled out under the race detector (~1-2 min)"
+	$(GO) test -count=1 -timeout 10m ./proxy/ ./e2e/
 
 # No end-to-end tests: no control plane needed.
 test-short: vet

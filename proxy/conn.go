@@ -23,6 +23,7 @@ import (
 // request at a time), except Close, which passes straight through.
 type conn struct {
 	net.Conn
+	sys *sysIO // raw reads and writes of a TCP conn; nil: net.Conn's
 
 	rd, wd ioDeadline
 
@@ -124,7 +125,13 @@ func (c *conn) Read(p []byte) (int, error) {
 			}
 		}
 	}
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	if c.sys != nil {
+		n, err = c.sys.Read(c.Conn, p)
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	if err != nil {
 		c.readFailed = true
 	}
@@ -146,6 +153,9 @@ func (c *conn) Write(p []byte) (int, error) {
 				return 0, err
 			}
 		}
+	}
+	if c.sys != nil {
+		return c.sys.Write(c.Conn, p)
 	}
 	return c.Conn.Write(p)
 }
@@ -181,6 +191,9 @@ func (c *conn) bodyPhase() {
 
 func newClientConn(nc net.Conn, readIdle, writeIdle time.Duration) *conn {
 	c := &conn{Conn: nc}
+	if rawIO {
+		c.sys = newSysIO(nc)
+	}
 	c.rd.idle = readIdle
 	c.wd.idle = writeIdle
 	c.wd.on = writeIdle > 0
@@ -195,6 +208,9 @@ func newClientConn(nc net.Conn, readIdle, writeIdle time.Duration) *conn {
 
 func newUpstreamConn(nc net.Conn, idle time.Duration) *conn {
 	c := &conn{Conn: nc, upstream: true}
+	if rawIO {
+		c.sys = newSysIO(nc)
+	}
 	c.raddr = &upstreamAddr{Addr: nc.RemoteAddr(), c: c}
 	c.rd.idle, c.wd.idle = idle, idle
 	c.rd.on, c.wd.on = idle > 0, idle > 0
