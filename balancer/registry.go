@@ -33,6 +33,7 @@ type Registry struct {
 
 	mu        sync.Mutex
 	endpoints map[string]*registryEntry
+	draining  map[string]*registryEntry // the entries of endpoints with unused set
 }
 
 type registryEntry struct {
@@ -48,7 +49,7 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Registry{cfg: cfg, endpoints: make(map[string]*registryEntry)}
+	return &Registry{cfg: cfg, endpoints: make(map[string]*registryEntry), draining: make(map[string]*registryEntry)}
 }
 
 // Acquire returns the endpoint for addr, creating it on first use. The same
@@ -57,7 +58,10 @@ func (r *Registry) Acquire(addr string) *Endpoint {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e, ok := r.endpoints[addr]; ok {
-		e.unused = time.Time{}
+		if !e.unused.IsZero() {
+			e.unused = time.Time{}
+			delete(r.draining, addr)
+		}
 		return e.ep
 	}
 	ep := &Endpoint{Addr: addr}
@@ -71,31 +75,84 @@ func (r *Registry) Acquire(addr string) *Endpoint {
 // Retain is called after a snapshot is published with the set of addresses it
 // uses. Endpoints outside the set start their drain grace period; endpoints
 // whose grace period has passed are released. It returns how many were
-// released.
+// released. It visits every endpoint: after a full rebuild. An incremental
+// publish calls Release and Sweep, which cost what changed.
 func (r *Registry) Retain(inUse func(addr string) bool) int {
 	now := r.cfg.Now()
-	var drop []*Endpoint
 	r.mu.Lock()
 	for addr, e := range r.endpoints {
-		switch {
-		case inUse(addr):
-			e.unused = time.Time{}
-		case e.unused.IsZero():
-			e.unused = now
-		case now.Sub(e.unused) >= r.cfg.DrainGrace && e.ep.InFlight() == 0:
+		if inUse(addr) {
+			if !e.unused.IsZero() {
+				e.unused = time.Time{}
+				delete(r.draining, addr)
+			}
+			continue
+		}
+		r.startDrain(addr, e, now)
+	}
+	drop := r.sweepLocked(now)
+	r.mu.Unlock()
+	r.close(drop)
+	return len(drop)
+}
+
+// Release starts the drain grace period of the endpoints at addrs, which the
+// snapshot just published no longer uses (an address acquired again before
+// its grace ends keeps its endpoint). Unknown addresses are ignored.
+func (r *Registry) Release(addrs []string) {
+	if len(addrs) == 0 {
+		return
+	}
+	now := r.cfg.Now()
+	r.mu.Lock()
+	for _, a := range addrs {
+		if e, ok := r.endpoints[a]; ok {
+			r.startDrain(a, e, now)
+		}
+	}
+	r.mu.Unlock()
+}
+
+// Sweep releases the draining endpoints whose grace period has passed and
+// that have no request in flight, and returns how many. It visits only
+// draining endpoints.
+func (r *Registry) Sweep() int {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	drop := r.sweepLocked(now)
+	r.mu.Unlock()
+	r.close(drop)
+	return len(drop)
+}
+
+func (r *Registry) startDrain(addr string, e *registryEntry, now time.Time) {
+	if e.unused.IsZero() {
+		e.unused = now
+		r.draining[addr] = e
+	}
+}
+
+func (r *Registry) sweepLocked(now time.Time) []*Endpoint {
+	var drop []*Endpoint
+	for addr, e := range r.draining {
+		if now.Sub(e.unused) >= r.cfg.DrainGrace && e.ep.InFlight() == 0 {
+			delete(r.draining, addr)
 			delete(r.endpoints, addr)
 			drop = append(drop, e.ep)
 		}
 	}
-	r.mu.Unlock()
-	if r.cfg.CloseTransport != nil {
-		for _, ep := range drop {
-			if ep.Transport != nil {
-				r.cfg.CloseTransport(ep.Transport)
-			}
+	return drop
+}
+
+func (r *Registry) close(drop []*Endpoint) {
+	if r.cfg.CloseTransport == nil {
+		return
+	}
+	for _, ep := range drop {
+		if ep.Transport != nil {
+			r.cfg.CloseTransport(ep.Transport)
 		}
 	}
-	return len(drop)
 }
 
 // Len is the number of registered endpoints, draining ones included.

@@ -297,3 +297,42 @@ func TestRegistryEach(t *testing.T) {
 		}
 	}
 }
+
+// TestRegistryReleaseSweep is the incremental path an endpoint-only publish
+// takes: Release starts the grace of exactly the addresses given, Sweep
+// drops them once it has passed and nothing is in flight, and an address
+// acquired again in time keeps its endpoint.
+func TestRegistryReleaseSweep(t *testing.T) {
+	t.Parallel()
+	r, h, clk := newTestRegistry()
+	a, b := r.Acquire("10.0.0.1:80"), r.Acquire("10.0.0.2:80")
+	r.Acquire("10.0.0.3:80")
+	r.Release([]string{a.Addr, b.Addr, "10.9.9.9:80"}) // an unknown address is ignored
+	if n := r.Sweep(); n != 0 {
+		t.Fatalf("Sweep right after Release dropped %d", n)
+	}
+	clk.Advance(grace / 2)
+	if got := r.Acquire(b.Addr); got != b {
+		t.Fatal("b re-acquired during its grace got a new endpoint")
+	}
+	r.Release([]string{a.Addr}) // a second Release keeps the first start
+	a.Begin()
+	clk.Advance(grace / 2)
+	if n := r.Sweep(); n != 0 {
+		t.Fatalf("Sweep dropped %d endpoints with a request in flight on a", n)
+	}
+	a.End(false)
+	if n := r.Sweep(); n != 1 || r.Len() != 2 {
+		t.Fatalf("Sweep after grace: dropped %d, Len %d; want 1, 2", n, r.Len())
+	}
+	if got := h.closedAddrs(); !slices.Equal(got, []string{a.Addr}) {
+		t.Errorf("closed transports %v, want [%s]", got, a.Addr)
+	}
+	if r.Acquire(a.Addr) == a {
+		t.Error("a dropped endpoint came back as the same *Endpoint")
+	}
+	clk.Advance(2 * grace)
+	if n := r.Sweep(); n != 0 {
+		t.Errorf("Sweep dropped %d endpoints never released (b re-acquired, the third in use)", n)
+	}
+}

@@ -204,7 +204,7 @@ func BenchmarkEndpointCopy(b *testing.B) {
 }
 
 // BenchmarkEndpointPublish is BenchmarkEndpointChange plus the Watcher's
-// publish (hash check, in-use address bookkeeping, Registry.Retain,
+// publish (hash check, in-use address bookkeeping, Registry.Release and Sweep,
 // metrics): the whole endpoint-only rebuild minus the informer cache read.
 // Each iteration flips one endpoint of one Service between ready and not
 // ready, so every iteration publishes.

@@ -832,7 +832,10 @@ func (w *Watcher) publish(cur, next *route.Snapshot, changed []int) bool {
 	next.Built = w.cfg.Now()
 	w.snap.Store(next)
 
-	// Addresses in use: recounted on a full build, adjusted otherwise.
+	// Addresses in use: recounted on a full build (and the registry
+	// reconciled with them), adjusted otherwise, with only the addresses
+	// whose count fell to zero released: an endpoint change costs what
+	// changed, whatever the table's size.
 	if changed == nil || cur == nil {
 		clear(w.inUse)
 		for _, b := range next.Backends {
@@ -840,19 +843,31 @@ func (w *Watcher) publish(cur, next *route.Snapshot, changed []int) bool {
 				w.inUse[a]++
 			}
 		}
+		w.cfg.Registry.Retain(func(a string) bool { return w.inUse[a] > 0 })
 	} else {
+		var gone []string
 		for _, i := range changed {
 			for _, a := range cur.Backends[i].Addrs {
 				if w.inUse[a]--; w.inUse[a] <= 0 {
-					delete(w.inUse, a)
+					gone = append(gone, a)
 				}
 			}
 			for _, a := range next.Backends[i].Addrs {
 				w.inUse[a]++
 			}
 		}
+		// An address can move between two changed backends: release
+		// only what no backend uses after all of the adjustments.
+		released := gone[:0]
+		for _, a := range gone {
+			if w.inUse[a] <= 0 {
+				delete(w.inUse, a)
+				released = append(released, a)
+			}
+		}
+		w.cfg.Registry.Release(released)
+		w.cfg.Registry.Sweep()
 	}
-	w.cfg.Registry.Retain(func(a string) bool { return w.inUse[a] > 0 })
 
 	w.m.version.Set(float64(next.Version))
 	w.m.timestamp.Set(float64(next.Built.UnixNano()) / 1e9)
