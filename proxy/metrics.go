@@ -69,6 +69,9 @@ type requestStats struct {
 
 	mu    sync.Mutex
 	byKey map[statsKey]*routeStats
+
+	pruneMu sync.Mutex
+	pruned  *route.Snapshot // the snapshot the last prune kept the routes of
 }
 
 func newRequestStats() *requestStats {
@@ -106,7 +109,17 @@ func (rs *requestStats) slow(r *route.Route) *routeStats {
 }
 
 // prune forgets route pointers snap no longer holds.
+// A snapshot sharing the last pruned one's route tables (an endpoint-only
+// change) has nothing to prune: the check keeps endpoint changes from
+// costing a walk over every route.
 func (rs *requestStats) prune(snap *route.Snapshot) int {
+	rs.pruneMu.Lock()
+	defer rs.pruneMu.Unlock()
+	if rs.pruned != nil && snap.SharesRoutes(rs.pruned) {
+		rs.pruned = snap
+		return 0
+	}
+	rs.pruned = snap
 	live := make(map[*route.Route]struct{})
 	if snap != nil {
 		for _, t := range snap.Hosts() {

@@ -311,6 +311,17 @@ func (s *Snapshot) WithBackends(backends []*Backend) *Snapshot {
 	return &n
 }
 
+// SharesRoutes reports whether s and o hold the same route tables, the
+// same *Route values: one was made from the other by WithBackends. Callers
+// that key state by *Route skip work on endpoint-only changes with it.
+func (s *Snapshot) SharesRoutes(o *Snapshot) bool {
+	if s == nil || o == nil {
+		return s == o
+	}
+	return s.Default == o.Default && s.hostless == o.hostless && len(s.hosts) == len(o.hosts) &&
+		(len(s.hosts) == 0 || &s.hosts[0] == &o.hosts[0])
+}
+
 // BackendsOf returns the indexes in Backends of the backends that use the
 // Service namespace/name.
 func (s *Snapshot) BackendsOf(namespace, name string) []int {

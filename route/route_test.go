@@ -588,3 +588,34 @@ func TestBackendIDAndBind(t *testing.T) {
 		t.Error("PrefixKey")
 	}
 }
+
+func TestSharesRoutes(t *testing.T) {
+	t.Parallel()
+	routes := []Route{
+		{Host: "a.example.com", Path: "/", Ingress: IngressRef{"ns", "a"}, Backend: 0},
+		{Host: "", Path: "/x", Ingress: IngressRef{"ns", "a"}, Backend: 0},
+	}
+	be := func() []*Backend { return []*Backend{{Namespace: "ns", Service: "a", Port: "80", Addrs: []string{"10.0.0.1:80"}}} }
+	s, _ := New(routes, be(), nil)
+	rebuilt, _ := New(routes, be(), nil) // same content, new *Route values
+	empty1, _ := New(nil, be(), nil)
+	empty2, _ := New(nil, be(), nil)
+	for _, tc := range []struct {
+		name string
+		a, b *Snapshot
+		want bool
+	}{
+		{"itself", s, s, true},
+		{"WithBackends copy", s, s.WithBackends(be()), true},
+		{"copy of a copy", s.WithBackends(be()).WithBackends(be()), s, true},
+		{"rebuilt with equal routes", s, rebuilt, false},
+		{"one empty", s, empty1, false},
+		{"both without routes", empty1, empty2, true},
+		{"nil and a snapshot", nil, s, false},
+		{"both nil", nil, nil, true},
+	} {
+		if got := tc.a.SharesRoutes(tc.b); got != tc.want {
+			t.Errorf("%s: SharesRoutes = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
