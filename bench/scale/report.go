@@ -1,0 +1,324 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/edgegate/edgegate/internal/controlplane"
+)
+
+// Targets of the scale issue.
+const (
+	targetReady  = 10 * time.Second     // informers synced -> ready
+	targetRSS    = 300_000_000          // bytes
+	targetChange = 5 * time.Millisecond // one endpoint change applied
+)
+
+// phaseTime is the creation of one kind of object.
+type phaseTime struct {
+	what string
+	n    int
+	took time.Duration
+}
+
+// result is everything measured on one table.
+type result struct {
+	table
+	loadStart, loadEnd string
+
+	phases []phaseTime
+	create time.Duration
+
+	toSynced   time.Duration // 0: never seen between start and ready
+	toReady    time.Duration
+	firstBuild time.Duration
+
+	memReady, memAfter, memAfterRoutes memory
+	heapReady, heapAfter               float64
+
+	routed     []time.Duration // write -> routed, in order
+	buildProbe histogram       // rebuilds during the probed changes
+	buildQuiet histogram       // rebuilds during the quiet changes
+	epBuilds   int
+	fullBuilds int
+
+	allocs, allocBytes float64       // per quiet change
+	cpu                time.Duration // gateway CPU time per quiet change
+
+	routesTime                                   time.Duration
+	routesBytes                                  int
+	routesHosts, routesBackends, routesEndpoints int
+
+	exitErr  string
+	logLines int
+	problems []string // warnings and errors in the gateway's log
+	nProblem int
+}
+
+// syncedToReady is the time from the informers' sync to /readyz 200: as
+// polled when the poll saw the state in between, else the first build.
+func (r *result) syncedToReady() time.Duration {
+	if r.toSynced > 0 {
+		return r.toReady - r.toSynced
+	}
+	return r.firstBuild
+}
+
+// startToSynced is the time from the process start to the informers' sync.
+func (r *result) startToSynced() time.Duration { return r.toReady - r.syncedToReady() }
+
+func (r *result) sorted() []time.Duration {
+	d := slices.Clone(r.routed)
+	slices.Sort(d)
+	return d
+}
+
+// klogProblem matches client-go's warning and error lines.
+var klogProblem = regexp.MustCompile(`^[WE]\d{4} `)
+
+// scanLog keeps the warnings and errors of the gateway's log.
+func (r *result) scanLog(log string) {
+	for line := range strings.Lines(log) {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		r.logLines++
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || klogProblem.MatchString(line) {
+			r.nProblem++
+			if len(r.problems) < 10 {
+				r.problems = append(r.problems, line)
+			}
+		}
+	}
+}
+
+// print writes a short summary of r.
+func (r *result) print(w io.Writer) {
+	d := r.sorted()
+	fmt.Fprintf(w, "\n%s table: %s objects created in %s; start -> ready %s (synced -> ready %s); RSS %s (peak %s) at ready, %s (peak %s) after the changes\n",
+		r.name, commas(r.objects()), fmtDur(r.create), fmtDur(r.toReady), fmtDur(r.syncedToReady()),
+		mib(r.memReady.rss), mib(r.memReady.hwm), mib(r.memAfter.rss), mib(r.memAfter.hwm))
+	fmt.Fprintf(w, "  endpoint change write -> routed p50 %s p99 %s; rebuild mean %s p99 <= %s (quiet); per change %s CPU, %.0f allocations (%s)\n",
+		fmtDur(quantile(d, 0.5)), fmtDur(quantile(d, 0.99)), fmtDur(r.buildQuiet.mean()), fmtDur(r.buildQuiet.bound(0.99)),
+		fmtDur(r.cpu), r.allocs, kib(r.allocBytes))
+	fmt.Fprintf(w, "  gateway log: %d lines, %d warnings or errors\n", r.logLines, r.nProblem)
+	for _, p := range r.problems {
+		fmt.Fprintf(w, "    %s\n", p)
+	}
+	if r.exitErr != "" {
+		fmt.Fprintf(w, "  gateway exit: %s\n", r.exitErr)
+	}
+}
+
+// environment is the machine and the run.
+type environment struct {
+	start              time.Time
+	took               time.Duration
+	loadStart, loadEnd string
+}
+
+// markdown is the results file.
+func markdown(env environment, cfg config, rs []*result) string {
+	var b strings.Builder
+	full := rs[len(rs)-1]
+	var small *result
+	if len(rs) > 1 {
+		small = rs[0]
+	}
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "# Scale: %s Ingresses, %s Services, %s endpoints through a real API server\n\n",
+		commas(full.ingresses), commas(full.services), commas(full.endpoints))
+	fmt.Fprintf(&b, "- date: %s; took %s; reproduce: `make bench-scale`\n", env.start.UTC().Format("2006-01-02 15:04 MST"), env.took.Round(time.Second))
+	fmt.Fprintf(&b, "- machine: %s, %d CPUs (%s), %s RAM, Linux %s, %s; load average %s at start, %s at end (other benchmarks may share the machine)\n",
+		host, runtime.NumCPU(), cpuModel(), memTotal(), kernel(), runtime.Version(), env.loadStart, env.loadEnd)
+	fmt.Fprintf(&b, "- control plane: etcd + kube-apiserver %s on the same machine, a fresh one per table; the gateway is the `edgegate` binary with default settings (HTTPS on, log level info)\n\n", controlplane.Version)
+
+	b.WriteString("## Targets (full table)\n\n| target | measured | met |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "| ready < %s after the informers sync | %s (first full build %s) | %s |\n",
+		fmtDur(targetReady), fmtDur(full.syncedToReady()), fmtDur(full.firstBuild), yes(full.syncedToReady() < targetReady))
+	peak := max(full.memReady.hwm, full.memAfter.hwm)
+	fmt.Fprintf(&b, "| RSS < 300 MB (%s) | peak %s (VmHWM up to the end of the changes), %s after the changes | %s |\n",
+		mib(targetRSS), mib(peak), mib(full.memAfter.rss), yes(peak < targetRSS))
+	changeLine := fmt.Sprintf("rebuild p99 ≤ %s, mean %s", fmtDur(full.buildQuiet.bound(0.99)), fmtDur(full.buildQuiet.mean()))
+	met := full.buildQuiet.bound(0.99) <= targetChange
+	if small != nil {
+		changeLine += fmt.Sprintf(" (small table: p99 ≤ %s, mean %s; full/small mean %s)",
+			fmtDur(small.buildQuiet.bound(0.99)), fmtDur(small.buildQuiet.mean()),
+			ratio(full.buildQuiet.mean().Seconds(), small.buildQuiet.mean().Seconds()))
+	}
+	fmt.Fprintf(&b, "| one endpoint change applied < %s regardless of table size | %s | %s |\n\n", fmtDur(targetChange), changeLine, yes(met))
+
+	b.WriteString("## Results\n\n")
+	b.WriteString("| table | objects (Ingresses / Services / EndpointSlices / endpoints) | time to create | start → synced | synced → ready | start → ready | RSS at ready (current / peak) | RSS after changes (current / peak) | endpoint change write → routed p50 / p99 |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rs {
+		d := r.sorted()
+		fmt.Fprintf(&b, "| %s | %s (%s / %s / %s / %s) | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s |\n",
+			r.name, commas(r.objects()), commas(r.ingresses), commas(r.services), commas(r.slices()), commas(r.endpoints),
+			fmtDur(r.create), fmtDur(r.startToSynced()), fmtDur(r.syncedToReady()), fmtDur(r.toReady),
+			mib(r.memReady.rss), mib(r.memReady.hwm), mib(r.memAfter.rss), mib(r.memAfter.hwm),
+			fmtDur(quantile(d, 0.5)), fmtDur(quantile(d, 0.99)))
+	}
+	if small != nil {
+		fd, sd := full.sorted(), small.sorted()
+		fmt.Fprintf(&b, "| full / small | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s |\n",
+			ratio(float64(full.objects()), float64(small.objects())),
+			ratio(full.create.Seconds(), small.create.Seconds()),
+			ratio(full.startToSynced().Seconds(), small.startToSynced().Seconds()),
+			ratio(full.syncedToReady().Seconds(), small.syncedToReady().Seconds()),
+			ratio(full.toReady.Seconds(), small.toReady.Seconds()),
+			ratio(float64(full.memReady.rss), float64(small.memReady.rss)), ratio(float64(full.memReady.hwm), float64(small.memReady.hwm)),
+			ratio(float64(full.memAfter.rss), float64(small.memAfter.rss)), ratio(float64(full.memAfter.hwm), float64(small.memAfter.hwm)),
+			ratio(quantile(fd, 0.5).Seconds(), quantile(sd, 0.5).Seconds()), ratio(quantile(fd, 0.99).Seconds(), quantile(sd, 0.99).Seconds()))
+	}
+
+	b.WriteString("\n### One endpoint change inside the gateway\n\n")
+	b.WriteString("| table | changes (probed + quiet) | endpoint-only / full rebuilds | rebuild, quiet: mean / p50 / p99 | rebuild, while probing: mean / p99 | gateway CPU per change | allocations per change | bytes per change | write → routed p90 / max |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rs {
+		d := r.sorted()
+		fmt.Fprintf(&b, "| %s | %d + %d | %d / %d | %s / ≤ %s / ≤ %s | %s / ≤ %s | %s | %.0f | %s | %s / %s |\n",
+			r.name, len(r.routed), cfg.changes, r.epBuilds, r.fullBuilds,
+			fmtDur(r.buildQuiet.mean()), fmtDur(r.buildQuiet.bound(0.5)), fmtDur(r.buildQuiet.bound(0.99)),
+			fmtDur(r.buildProbe.mean()), fmtDur(r.buildProbe.bound(0.99)), fmtDur(r.cpu),
+			r.allocs, kib(r.allocBytes), fmtDur(quantile(d, 0.9)), fmtDur(d[len(d)-1]))
+	}
+	if small != nil {
+		fd, sd := full.sorted(), small.sorted()
+		fmt.Fprintf(&b, "| full / small | | | %s / %s / %s | %s / %s | %s | %s | %s | %s / %s |\n",
+			ratio(full.buildQuiet.mean().Seconds(), small.buildQuiet.mean().Seconds()),
+			ratio(full.buildQuiet.bound(0.5).Seconds(), small.buildQuiet.bound(0.5).Seconds()),
+			ratio(full.buildQuiet.bound(0.99).Seconds(), small.buildQuiet.bound(0.99).Seconds()),
+			ratio(full.buildProbe.mean().Seconds(), small.buildProbe.mean().Seconds()),
+			ratio(full.buildProbe.bound(0.99).Seconds(), small.buildProbe.bound(0.99).Seconds()),
+			ratio(full.cpu.Seconds(), small.cpu.Seconds()),
+			ratio(full.allocs, small.allocs), ratio(full.allocBytes, small.allocBytes),
+			ratio(quantile(fd, 0.9).Seconds(), quantile(sd, 0.9).Seconds()), ratio(fd[len(fd)-1].Seconds(), sd[len(sd)-1].Seconds()))
+	}
+
+	b.WriteString("\n### Details\n\n")
+	b.WriteString("| table | creation (objects/s per kind) | Go heap in use at ready / after changes | /routes (size, time) | RSS after /routes (current / peak) | gateway log | load average (start → end) |\n|---|---|---:|---:|---:|---|---|\n")
+	for _, r := range rs {
+		var ph []string
+		for _, p := range r.phases {
+			ph = append(ph, fmt.Sprintf("%s %s in %s (%.0f/s)", commas(p.n), p.what, fmtDur(p.took), float64(p.n)/p.took.Seconds()))
+		}
+		logNote := fmt.Sprintf("%d lines, %d warnings/errors", r.logLines, r.nProblem)
+		if r.exitErr != "" {
+			logNote += "; exit: " + r.exitErr
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s / %s | %s in %s (%s hosts, %s backends, %s endpoints) | %s / %s | %s | %s → %s |\n",
+			r.name, strings.Join(ph, "; "), mib(int64(r.heapReady)), mib(int64(r.heapAfter)),
+			mib(int64(r.routesBytes)), fmtDur(r.routesTime), commas(r.routesHosts), commas(r.routesBackends), commas(r.routesEndpoints),
+			mib(r.memAfterRoutes.rss), mib(r.memAfterRoutes.hwm), logNote, r.loadStart, r.loadEnd)
+	}
+	for _, r := range rs {
+		for _, p := range r.problems {
+			fmt.Fprintf(&b, "\n- %s gateway log: `%s`", r.name, p)
+		}
+	}
+
+	fmt.Fprintf(&b, "\n\n## Method\n\n")
+	fmt.Fprintf(&b, `- **Table.** Each Ingress has one host (ing-NNNNN.scale.test) and two Prefix paths, "/" to its Service's port by name and "/api" by number (two backends per Service); Ingress i routes to Service i mod %s. Services are headless (the test API server's service CIDR is a /24, and edgegate never uses ClusterIPs) with an http and a metrics port, spread round-robin over %d namespaces. Endpoints are spread evenly over the Services (%s each on the full table) in EndpointSlices of at most %d, shaped like the endpointslice controller's (conditions, nodeName, zone, targetRef); every endpoint is a distinct ip:port in the pod network namespace's /24, which nothing listens on and nothing is sent to.
+- **Creation.** %d concurrent creates through client-go (QPS 5000, burst 10000), namespaces, IngressClass, Services, EndpointSlices, Ingresses, then the probe (a Service, an EndpointSlice with one real pod and an Ingress for %s).
+- **Time to ready.** The gateway starts after every object exists. /readyz is polled every 5 ms from the moment the process is started: its reason tells "waiting for the informer caches to sync" from "no route snapshot published yet", which gives start → synced; synced → ready is the rest (when no poll landed between sync and publish, it is the first full build from edgegate_snapshot_build_seconds). The first full build is also the cost of any Ingress change at that size.
+- **Memory.** VmRSS and VmHWM from /proc/PID/status of the gateway process: right after /readyz answered 200, after all changes, and after one GET /routes (which renders the whole table).
+- **Endpoint change, write → routed.** %d times, the probe Service's only endpoint moves to the other pod (an EndpointSlice update through the API server); the time from issuing the write to the first request through the gateway answered by the new pod, probing without pause, as in bench/propagation. It includes the API write, the watch event, the gateway's coalescing (3 ms of quiet) and the rebuild.
+- **Endpoint change, inside the gateway.** Then %d quiet changes, %s apart, to the first EndpointSlice of a generated Service in the middle of the table (one endpoint after the other turns not ready). Rebuild times are the gateway's edgegate_snapshot_build_seconds (from the builder's wake-up to the publish, OnPublish included), for the quiet changes and for the probed ones (where the prober's requests compete for the 2 CPUs); its buckets double from 0.1 ms, so p50/p99 are bucket upper bounds, the mean is exact. Allocations per change are go_memstats_mallocs_total / alloc_bytes_total over the quiet changes, less the allocations of the /metrics scrapes (measured back to back) and the idle background (an idle window of the same length before the changes); they include decoding the watch event. The gateway's CPU time per quiet change is utime + stime from /proc/PID/stat over the same window, less the idle rate (10 ms ticks, so about ±0.1 ms per change over 100 changes).
+- **Check.** /routes must list every host, two backends per Service plus the probe's, no backend error and every endpoint; edgegate_config_problems must be 0.
+`, commas(full.services), full.namespaces, commas(full.endpointsOf(0)), maxSliceEndpoints, cfg.workers, probeHost,
+		cfg.changes, cfg.changes, changeSpacing)
+	return b.String()
+}
+
+func yes(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+// quantile is the q-quantile of sorted d.
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	return d[min(len(d)-1, int(q*float64(len(d))))]
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Minute:
+		return d.Round(time.Second).String()
+	case d >= time.Second:
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	default:
+		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+	}
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func kib(n float64) string { return fmt.Sprintf("%.1f KiB", n/1024) }
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "?"
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
+
+func memTotal() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "?"
+	}
+	var kb int64
+	for line := range strings.Lines(string(b)) {
+		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kb); err == nil {
+			return fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return "?"
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
