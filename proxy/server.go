@@ -45,7 +45,11 @@ func New(cfg Config) (*Server, error) {
 		s.httpsPort = strconv.AppendInt([]byte{':'}, int64(p), 10)
 	}
 	s.dialer = net.Dialer{Timeout: cfg.ConnectTimeout}
-	s.pool.New = func() any { return new(exchange) }
+	s.pool.New = func() any {
+		x := new(exchange)
+		x.flushFn = x.flushPending
+		return x
+	}
 	s.srv = &fasthttp.Server{
 		Handler:      s.handle,
 		ErrorHandler: s.badRequest,
@@ -204,6 +208,15 @@ type exchange struct {
 	upErr  error // failure reading the endpoint's body
 	buf    []byte
 
+	// WriteTo's copy state: buf[sent:fill] is read and not yet written
+	// to w; flushFn is flushPending, bound once.
+	w          io.Writer
+	f          interface{ Flush() error }
+	sent, fill int
+	total      int64
+	werr       error
+	flushFn    func()
+
 	// copies for the access log, filled only when it is enabled
 	method, host, path []byte
 }
@@ -217,6 +230,7 @@ func (s *Server) acquireExchange() *exchange {
 func (x *exchange) release() {
 	x.resp.Reset()
 	x.body, x.ep, x.status, x.n, x.upErr = nil, nil, 0, 0, nil
+	x.w, x.f, x.werr = nil, nil, nil
 	x.s.pool.Put(x)
 }
 
@@ -236,15 +250,80 @@ func (x *exchange) SupportsBodyWriteTo() bool { return true }
 // streamBufSize is the copy buffer of a streaming exchange.
 const streamBufSize = 32 << 10
 
-// WriteTo copies the endpoint's body to the client writer, flushing after
-// every read so bytes go out as they arrive (event streams, long polls, a
-// stalled endpoint's partial body) instead of waiting in fasthttp's write
-// buffer.
+// WriteTo copies the endpoint's body to the client writer w (fasthttp's
+// buffered writer, holding the response header).
+//
+// Bytes are flushed to the client exactly when the endpoint makes the copy
+// wait: when the endpoint connection's next read would block (sysIO's
+// beforeWait hook), when the copy buffer is full, and at the end (fasthttp's
+// own final flush). A response that arrives whole leaves in one write with
+// its header, as nginx's buffered proxying does, while event streams, long
+// polls and a stalled endpoint's partial body still reach the client as
+// soon as they arrive. Without the hook (not Linux, or a race build) every
+// read is flushed.
 func (x *exchange) WriteTo(w io.Writer) (int64, error) {
 	if x.buf == nil {
 		x.buf = make([]byte, streamBufSize)
 	}
 	f, _ := w.(interface{ Flush() error })
+	uc := upstreamConnOf(&x.resp)
+	if f == nil || uc == nil || uc.sys == nil {
+		return x.copyFlushEach(w, f)
+	}
+	x.w, x.f, x.sent, x.fill, x.total, x.werr = w, f, 0, 0, 0, nil
+	uc.sys.beforeWait = x.flushFn
+	defer func() { uc.sys.beforeWait = nil }()
+	for {
+		n, err := x.body.Read(x.buf[x.fill:])
+		x.fill += n
+		x.n += int64(n)
+		if x.werr != nil { // a flush before a wait failed: the client is gone
+			return x.total, x.werr
+		}
+		switch {
+		case err == io.EOF:
+			x.writePending()
+			return x.total, x.werr
+		case err != nil:
+			if x.upErr == nil {
+				x.upErr = err
+			}
+			x.writePending()
+			return x.total, err
+		case x.fill == len(x.buf):
+			x.flushPending()
+			x.sent, x.fill = 0, 0
+			if x.werr != nil {
+				return x.total, x.werr
+			}
+		}
+	}
+}
+
+// writePending hands the bytes read and not yet written to the client
+// writer.
+func (x *exchange) writePending() {
+	if x.werr != nil || x.sent == x.fill {
+		return
+	}
+	n, err := x.w.Write(x.buf[x.sent:x.fill])
+	x.total += int64(n)
+	x.sent += n
+	x.werr = err
+}
+
+// flushPending writes the pending bytes and flushes the client writer. It
+// is the beforeWait hook of the endpoint connection during WriteTo: it runs
+// inside a body read, which is why it only moves x.sent, never x.fill.
+func (x *exchange) flushPending() {
+	x.writePending()
+	if x.werr == nil {
+		x.werr = x.f.Flush()
+	}
+}
+
+// copyFlushEach copies the body flushing after every read.
+func (x *exchange) copyFlushEach(w io.Writer, f interface{ Flush() error }) (int64, error) {
 	var total int64
 	for {
 		n, err := x.body.Read(x.buf)

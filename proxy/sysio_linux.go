@@ -37,6 +37,11 @@ type sysIO struct {
 	wn      int
 	werr    syscall.Errno
 	writeFn func(uintptr) bool
+
+	// beforeWait, when set, runs each time a read finds no data and is
+	// about to wait for some (the proxy flushes what it has to the
+	// client then). It runs on the reading goroutine.
+	beforeWait func()
 }
 
 // newSysIO returns raw I/O for nc, or nil when nc is not a TCP connection
@@ -65,6 +70,9 @@ func (s *sysIO) rawRead(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			if s.beforeWait != nil {
+				s.beforeWait()
+			}
 			return false
 		default:
 			s.rerr = e

@@ -5,7 +5,7 @@ package proxy
 import "net"
 
 // sysIO is Linux-only; elsewhere connections use their net.Conn methods.
-type sysIO struct{}
+type sysIO struct{ beforeWait func() }
 
 func newSysIO(net.Conn) *sysIO { return nil }
 
