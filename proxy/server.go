@@ -60,6 +60,13 @@ func New(cfg Config) (*Server, error) {
 		// WriteTimeout is enforced per write by conn: fasthttp's would
 		// bound a whole streamed response.
 		ReadBufferSize:                cfg.MaxHeaderBytes,
+		// The write buffer is taken from a pool for each response and
+		// given back when the response is flushed (ReduceMemoryUsage), so
+		// an idle keep-alive connection holds none, and it is large enough
+		// for a header plus a body of up to about 28 KiB to leave in one
+		// write (see exchange.WriteTo).
+		WriteBufferSize:               writeBufSize,
+		ReduceMemoryUsage:             true,
 		StreamRequestBody:             true,
 		DisablePreParseMultipartForm:  true,
 		DisableHeaderNamesNormalizing: true,
@@ -247,8 +254,12 @@ func (x *exchange) Read(p []byte) (int, error) {
 // SupportsBodyWriteTo makes fasthttp hand the client writer to WriteTo.
 func (x *exchange) SupportsBodyWriteTo() bool { return true }
 
-// streamBufSize is the copy buffer of a streaming exchange.
-const streamBufSize = 32 << 10
+const (
+	// streamBufSize is the copy buffer of a streaming exchange.
+	streamBufSize = 32 << 10
+	// writeBufSize is the front server's per-response write buffer.
+	writeBufSize = 32 << 10
+)
 
 // WriteTo copies the endpoint's body to the client writer w (fasthttp's
 // buffered writer, holding the response header).
