@@ -18,7 +18,7 @@ PEBBLE_VERSION := v2.10.1
 EDGEGATE_PEBBLE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgegate/pebble-$(PEBBLE_VERSION)
 export EDGEGATE_PEBBLE_DIR
 
-.PHONY: all build controlplane pebble test test-short vet fuzz demo bench bench-propagation bench-scale bench-go clean clean-controlplane
+.PHONY: all build controlplane pebble test test-short vet fuzz demo bench bench-propagation bench-scale bench-idleconn bench-go clean clean-controlplane
 
 all: build
 
@@ -82,6 +82,14 @@ bench-propagation: controlplane
 bench-scale: controlplane
 	@echo "bench-scale: 10,000 Ingresses / 2,000 Services / 50,000 endpoints plus a 1/100 table through a real API server (~1.5 min, needs root)"
 	$(GO) run ./bench/scale
+
+# Memory per idle keep-alive client connection of the real binary, plain HTTP
+# and TLS, against the 8 KiB target (needs root: pods live in a network
+# namespace). Writes bench/results/idleconn.md. ~2 minutes.
+IDLE_CONNS ?= 10000
+bench-idleconn: controlplane
+	@echo "bench-idleconn: memory per idle keep-alive connection, $(IDLE_CONNS) plain + $(IDLE_CONNS) TLS connections (~2 min, needs root)"
+	$(GO) run ./bench/idleconn -conns $(IDLE_CONNS)
 
 # Hot-path Go benchmarks (match, header rewrite, pick, build) with -benchmem.
 bench-go:

@@ -59,7 +59,7 @@ func New(cfg Config) (*Server, error) {
 		IdleTimeout: cfg.IdleTimeout,
 		// WriteTimeout is enforced per write by conn: fasthttp's would
 		// bound a whole streamed response.
-		ReadBufferSize:                cfg.MaxHeaderBytes,
+		ReadBufferSize: cfg.MaxHeaderBytes,
 		// The write buffer is taken from a pool for each response and
 		// given back when the response is flushed (ReduceMemoryUsage), so
 		// an idle keep-alive connection holds none, and it is large enough
