@@ -443,6 +443,9 @@ func validHost(h string) string {
 	if net.ParseIP(h) != nil {
 		return "an IP address is not allowed"
 	}
+	if isDNSSubdomain(strings.TrimPrefix(h, "*.")) && len(h) <= validation.DNS1123SubdomainMaxLength {
+		return "" // the common case, without the validation package's regexp
+	}
 	var errs []string
 	if strings.HasPrefix(h, "*") {
 		errs = validation.IsWildcardDNS1123Subdomain(h)
@@ -450,6 +453,31 @@ func validHost(h string) string {
 		errs = validation.IsDNS1123Subdomain(h)
 	}
 	return strings.Join(errs, "; ")
+}
+
+// isDNSSubdomain reports whether s matches the DNS-1123 subdomain pattern
+// (lower-case alphanumeric labels with inner '-', joined by '.'); the
+// caller checks the length. It accepts exactly what
+// validation.IsDNS1123Subdomain's regular expression accepts.
+func isDNSSubdomain(s string) bool {
+	if s == "" {
+		return false
+	}
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && s[i] != '.' {
+			c := s[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+			continue
+		}
+		if i == start || s[start] == '-' || s[i-1] == '-' {
+			return false // empty label, or one that starts or ends with '-'
+		}
+		start = i + 1
+	}
+	return true
 }
 
 func (b *builder) rule(ing *netv1.Ingress, ref route.IngressRef, rule *netv1.IngressRule, out []pendingRoute) []pendingRoute {
