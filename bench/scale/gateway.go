@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -114,10 +115,10 @@ func measureGateway(ctx context.Context, cfg config, g *generator, c kubernetes.
 		fmtDur(r.toSynced), fmtDur(r.syncedToReady()), fmtDur(r.firstBuild), fmtDur(r.toReady),
 		mib(r.memReady.rss), mib(r.memReady.hwm))
 
-	p := &prober{url: "http://" + gw.HTTPAddr + "/", client: &http.Client{Timeout: 2 * time.Second,
+	p := &prober{base: "http://" + gw.HTTPAddr, client: &http.Client{Timeout: 2 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}
 	defer p.client.CloseIdleConnections()
-	if err := p.waitPod(ctx, g.pods[0].Name); err != nil {
+	if err := p.waitPod(ctx, "/", g.pods[g.probeOn].Name); err != nil {
 		return fmt.Errorf("initial route to pod %s: %w", g.pods[0].Name, err)
 	}
 
@@ -153,15 +154,37 @@ func measureGateway(ctx context.Context, cfg config, g *generator, c kubernetes.
 	r.buildQuiet = after.histogram(buildMetric).sub(mid.histogram(buildMetric))
 	r.epBuilds = int(after[epBuilds] - before[epBuilds])
 	r.fullBuilds = int(after[fullBuilds] - before[fullBuilds])
-	r.heapAfter = after[heapMetric]
-	if r.memAfter, err = readMemory(pid); err != nil {
+	if r.memEndpoints, err = readMemory(pid); err != nil {
 		return err
 	}
 	log.Printf("  rebuilds: %d endpoint-only, %d full; mean %s, p99 <= %s (quiet); mean %s, p99 <= %s (probing); %.0f allocations, %s per change; RSS %s, peak %s",
 		r.epBuilds, r.fullBuilds, fmtDur(r.buildQuiet.mean()), fmtDur(r.buildQuiet.bound(0.99)),
 		fmtDur(r.buildProbe.mean()), fmtDur(r.buildProbe.bound(0.99)),
-		r.allocs, kib(r.allocBytes), mib(r.memAfter.rss), mib(r.memAfter.hwm))
+		r.allocs, kib(r.allocBytes), mib(r.memEndpoints.rss), mib(r.memEndpoints.hwm))
 	log.Printf("  gateway CPU per quiet change: %s", fmtDur(r.cpu))
+
+	log.Printf("timing %d Ingress changes: write (a new path on the probe Ingress) -> first request for the path answered by the pod (~%s: a full rebuild each, the first took %s)",
+		cfg.ingressChanges, roundEstimate(time.Duration(cfg.ingressChanges)*g.ingressChange()), fmtDur(r.firstBuild))
+	if err := ingressChanges(ctx, c, g, p, cfg.ingressChanges, r); err != nil {
+		return err
+	}
+	final, err := adm.settled(after)
+	if err != nil {
+		return err
+	}
+	r.ingBuild = final.histogram(buildMetric).sub(after.histogram(buildMetric))
+	r.ingFullBuilds = int(final[fullBuilds] - after[fullBuilds])
+	r.ingEpBuilds = int(final[epBuilds] - after[epBuilds])
+	r.heapAfter = final[heapMetric]
+	if r.memAfter, err = readMemory(pid); err != nil {
+		return err
+	}
+	d = r.sortedIngress()
+	log.Printf("  write -> routed p50 %s, p90 %s, p99 %s, max %s; before each change the new path answered %s",
+		fmtDur(quantile(d, 0.50)), fmtDur(quantile(d, 0.90)), fmtDur(quantile(d, 0.99)), fmtDur(d[len(d)-1]), r.ingBeforeNote())
+	log.Printf("  rebuilds: %d full, %d endpoint-only; mean %s, p99 <= %s (first full build %s); RSS %s, peak %s",
+		r.ingFullBuilds, r.ingEpBuilds, fmtDur(r.ingBuild.mean()), fmtDur(r.ingBuild.bound(0.99)), fmtDur(r.firstBuild),
+		mib(r.memAfter.rss), mib(r.memAfter.hwm))
 
 	log.Printf("checking the route table on /routes")
 	if err := verifyRoutes(adm, g, r); err != nil {
@@ -188,14 +211,58 @@ func probeChanges(ctx context.Context, c kubernetes.Interface, g *generator, p *
 		if err != nil {
 			return nil, fmt.Errorf("endpoint change %d: %w", i, err)
 		}
-		g.probeSlice = sl
-		if err := p.waitPod(ctx, g.pods[next].Name); err != nil {
+		g.probeSlice, g.probeOn = sl, next
+		if err := p.waitPod(ctx, "/", g.pods[next].Name); err != nil {
 			return nil, fmt.Errorf("endpoint change %d: %w", i, err)
 		}
 		lat = append(lat, time.Since(t0))
 		cur = next
 	}
 	return lat, nil
+}
+
+// ingressChanges adds n paths (/v0, /v1, ...; Prefix, to the probe Service)
+// to the probe Ingress, one Update per path, and records for each the time
+// from issuing the write to the first request for the new path answered by
+// the probe's pod, probing without pause. Before each write, one request
+// checks that the path is not routed yet (the probe Ingress's "/" is
+// Exact), and its status is recorded.
+func ingressChanges(ctx context.Context, c kubernetes.Interface, g *generator, p *prober, n int, r *result) error {
+	ing, err := c.NetworkingV1().Ingresses(namespaceName(0)).Get(ctx, "probe", metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get probe Ingress: %w", err)
+	}
+	pod := g.pods[g.probeOn].Name
+	r.ingBefore = make(map[int]int)
+	r.ingRouted = make([]time.Duration, 0, n)
+	logged := time.Now()
+	for i := range n {
+		path := "/v" + strconv.Itoa(i)
+		code, _, got, err := get(p.client, p.base+path, probeHost)
+		if err != nil {
+			return fmt.Errorf("Ingress change %d: request for %s before the change: %w", i, path, err)
+		}
+		if got != "" {
+			return fmt.Errorf("Ingress change %d: %s answered by pod %s (status %d) before the change", i, path, got, code)
+		}
+		r.ingBefore[code]++
+		ing.Spec.Rules[0].HTTP.Paths = append(ing.Spec.Rules[0].HTTP.Paths, probePath(path, netv1.PathTypePrefix))
+		t0 := time.Now()
+		next, err := c.NetworkingV1().Ingresses(ing.Namespace).Update(ctx, ing, metav1.UpdateOptions{})
+		if err != nil {
+			return fmt.Errorf("Ingress change %d: %w", i, err)
+		}
+		ing = next
+		if err := p.waitPod(ctx, path, pod); err != nil {
+			return fmt.Errorf("Ingress change %d (%s): %w", i, path, err)
+		}
+		r.ingRouted = append(r.ingRouted, time.Since(t0))
+		if time.Since(logged) >= 5*time.Second && i+1 < n {
+			log.Printf("  Ingress changes: %d/%d, last write -> routed %s", i+1, n, fmtDur(r.ingRouted[i]))
+			logged = time.Now()
+		}
+	}
+	return nil
 }
 
 // quietChanges measures what one endpoint change costs the gateway in
@@ -347,22 +414,22 @@ func verifyRoutes(adm *admin, g *generator, r *result) error {
 
 // prober sends requests for the probe host through the gateway.
 type prober struct {
-	url    string
+	base   string // http://address of the gateway's HTTP listener
 	client *http.Client
 }
 
-// waitPod probes without pause until a response comes from pod name.
-func (p *prober) waitPod(ctx context.Context, name string) error {
+// waitPod requests path without pause until a response comes from pod name.
+func (p *prober) waitPod(ctx context.Context, path, name string) error {
 	deadline := time.Now().Add(changeTimeout)
 	for time.Now().Before(deadline) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if _, _, pod, err := get(p.client, p.url, probeHost); err == nil && pod == name {
+		if code, _, pod, err := get(p.client, p.base+path, probeHost); err == nil && code == http.StatusOK && pod == name {
 			return nil
 		}
 	}
-	return fmt.Errorf("no response from pod %s within %s", name, changeTimeout)
+	return fmt.Errorf("no response for %s from pod %s within %s", path, name, changeTimeout)
 }
 
 // get fetches url (with Host header host unless empty) and returns the
@@ -388,6 +455,25 @@ func get(c *http.Client, url, host string) (int, []byte, string, error) {
 type admin struct {
 	addr   string
 	client *http.Client
+}
+
+// settled scrapes /metrics until every build counted since from (the
+// counter moves as a build starts) has been observed in the build
+// histogram (as it ends, after the publish the prober may already see).
+func (a *admin) settled(from metrics) (metrics, error) {
+	for deadline := time.Now().Add(changeTimeout); ; time.Sleep(5 * time.Millisecond) {
+		m, err := a.scrape()
+		if err != nil {
+			return nil, err
+		}
+		started := m[fullBuilds] + m[epBuilds] - from[fullBuilds] - from[epBuilds]
+		if m[buildMetric+"_count"]-from[buildMetric+"_count"] >= started {
+			return m, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%v builds started but not observed in %s after %s", started, buildMetric, changeTimeout)
+		}
+	}
 }
 
 // metrics is one /metrics scrape: series (name and labels as exposed) to

@@ -11,7 +11,10 @@
 //   - the cost of one endpoint change: the time from an EndpointSlice write to
 //     the first request routed the new way (a Service whose endpoint moves
 //     between two real pods in a network namespace), and the gateway's own
-//     rebuild time and allocations per change (from its /metrics).
+//     rebuild time and allocations per change (from its /metrics);
+//   - the cost of one Ingress change: the time from an Ingress write that adds
+//     a path to the probe Ingress to the first request for that path answered
+//     by the pod, and the full rebuild it causes (from its /metrics).
 //
 // It runs a table 1/100 of the size first (-small=false skips it), each table
 // on a fresh control plane, and writes both side by side with their ratio to
@@ -45,8 +48,10 @@ type config struct {
 	full    table
 	small   bool
 	changes int
-	workers int
-	out     string
+	// ingressChanges is the number of Ingress changes timed per table.
+	ingressChanges int
+	workers        int
+	out            string
 }
 
 func main() {
@@ -57,6 +62,7 @@ func main() {
 	flag.IntVar(&cfg.full.namespaces, "namespaces", 10, "namespaces the Services (and their Ingresses) are spread over")
 	flag.BoolVar(&cfg.small, "small", true, "first run a table 1/100 of the size, for the comparison")
 	flag.IntVar(&cfg.changes, "changes", 100, "endpoint changes to time, of each kind, per table")
+	flag.IntVar(&cfg.ingressChanges, "ingress-changes", 50, "Ingress changes (a new path on the probe Ingress) to time per table")
 	flag.IntVar(&cfg.workers, "workers", 48, "concurrent clients creating objects")
 	flag.StringVar(&cfg.out, "out", "", "markdown results file (default bench/results/scale.md)")
 	flag.Parse()
@@ -80,6 +86,9 @@ func (c config) check() error {
 	if c.changes < 2 {
 		return errors.New("-changes must be at least 2")
 	}
+	if c.ingressChanges < 1 {
+		return errors.New("-ingress-changes must be at least 1")
+	}
 	if c.workers < 1 {
 		return errors.New("-workers must be at least 1")
 	}
@@ -102,10 +111,10 @@ func run(ctx context.Context, cfg config) error {
 	tables := cfg.tables()
 	var est time.Duration
 	for _, t := range tables {
-		est += t.estimate(cfg.changes)
+		est += t.estimate(cfg.changes, cfg.ingressChanges)
 	}
-	log.Printf("scale: %d table(s), %d endpoint changes of each kind per table (~%s in all on 2 cores)",
-		len(tables), cfg.changes, est.Round(10*time.Second))
+	log.Printf("scale: %d table(s), %d endpoint changes of each kind and %d Ingress changes per table (~%s in all on 2 cores)",
+		len(tables), cfg.changes, cfg.ingressChanges, est.Round(10*time.Second))
 
 	out := cfg.out
 	if out == "" {
@@ -165,7 +174,7 @@ func run(ctx context.Context, cfg config) error {
 func measure(ctx context.Context, cfg config, t table, bin string, pn *podnet.Network, pods [2]*podnet.Pod) (*result, error) {
 	log.Printf("=== %s table: %s Ingresses, %s Services, %s endpoints in %s EndpointSlices, %d namespaces (~%s)",
 		t.name, commas(t.ingresses), commas(t.services), commas(t.endpoints), commas(t.slices()), t.namespaces,
-		t.estimate(cfg.changes).Round(5*time.Second))
+		t.estimate(cfg.changes, cfg.ingressChanges).Round(5*time.Second))
 	r := &result{table: t, loadStart: loadAvg()}
 	log.Printf("starting etcd + kube-apiserver (~5 s)")
 	cp, err := controlplane.Start(ctx, controlplane.Config{})

@@ -108,11 +108,19 @@ func (t table) slices() int {
 func (t table) objects() int { return t.namespaces + 1 + t.services + t.slices() + t.ingresses + 3 }
 
 // estimate is a rough duration of one table's run on this 2-core machine.
-func (t table) estimate(changes int) time.Duration {
+func (t table) estimate(changes, ingressChanges int) time.Duration {
 	create := time.Duration(float64(t.objects()) / createRate * float64(time.Second))
-	// control plane, gateway start and stop, then per change: a probed
-	// one (10-60 ms), a quiet one and its share of the idle baseline.
-	return 20*time.Second + create + time.Duration(changes)*(50*time.Millisecond+2*changeSpacing)
+	// control plane, gateway start and stop, then per endpoint change: a
+	// probed one (10-60 ms), a quiet one and its share of the idle
+	// baseline; per Ingress change a full rebuild.
+	return 20*time.Second + create + time.Duration(changes)*(50*time.Millisecond+2*changeSpacing) +
+		time.Duration(ingressChanges)*t.ingressChange()
+}
+
+// ingressChange is a rough guess of one Ingress change's write -> routed: a
+// full rebuild, about 40 µs per Ingress on this machine while probing.
+func (t table) ingressChange() time.Duration {
+	return 20*time.Millisecond + time.Duration(t.ingresses)*40*time.Microsecond
 }
 
 // generator makes the objects of a table.
@@ -121,8 +129,10 @@ type generator struct {
 	base       [4]byte // first three bytes of the pod /24
 	pods       [2]*podnet.Pod
 	firstSlice []int // global index of Service s's first EndpointSlice
-	// probeSlice is the latest stored version of the probe's EndpointSlice.
+	// probeSlice is the latest stored version of the probe's EndpointSlice,
+	// whose one endpoint is pods[probeOn].
 	probeSlice *discoveryv1.EndpointSlice
+	probeOn    int
 }
 
 func newGenerator(t table, podCIDR netip.Prefix, pods [2]*podnet.Pod) (*generator, error) {
@@ -320,19 +330,26 @@ func (g *generator) createProbe(ctx context.Context, c kubernetes.Interface) err
 	if g.probeSlice, err = c.DiscoveryV1().EndpointSlices(ns).Create(ctx, g.probeSliceFor(g.pods[0]), metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create probe EndpointSlice: %w", err)
 	}
-	prefix := netv1.PathTypePrefix
+	// "/" is Exact, so that a path the Ingress changes add answers 404
+	// until the change has reached the data path.
 	_, err = c.NetworkingV1().Ingresses(ns).Create(ctx, &netv1.Ingress{
 		ObjectMeta: metav1.ObjectMeta{Name: "probe"},
 		Spec: netv1.IngressSpec{IngressClassName: ptr(className), Rules: []netv1.IngressRule{{Host: probeHost,
 			IngressRuleValue: netv1.IngressRuleValue{HTTP: &netv1.HTTPIngressRuleValue{Paths: []netv1.HTTPIngressPath{
-				{Path: "/", PathType: &prefix, Backend: netv1.IngressBackend{Service: &netv1.IngressServiceBackend{
-					Name: "probe", Port: netv1.ServiceBackendPort{Number: 80}}}},
+				probePath("/", netv1.PathTypeExact),
 			}}}}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("create probe Ingress: %w", err)
 	}
 	return nil
+}
+
+// probePath is a path of the probe Ingress to the probe Service's port 80
+// (by number, so every path shares the probe's one backend).
+func probePath(path string, pt netv1.PathType) netv1.HTTPIngressPath {
+	return netv1.HTTPIngressPath{Path: path, PathType: ptr(pt), Backend: netv1.IngressBackend{
+		Service: &netv1.IngressServiceBackend{Name: "probe", Port: netv1.ServiceBackendPort{Number: 80}}}}
 }
 
 // createAll calls create for 0..n-1 from up to workers goroutines, logging
