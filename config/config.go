@@ -88,8 +88,9 @@ type HTTPConfig struct {
 	// Listen is the host:port of the HTTP listener. Default ":80".
 	Listen string `toml:"listen"`
 
-	// ReadTimeout bounds reading a request's headers, and then each wait
-	// for more of its body (an idle gap, not the whole upload, so large
+	// ReadTimeout bounds reading a request's headers together with the
+	// first 8 KiB of its body (read with them), and then each wait for
+	// more of the body (an idle gap, not the whole upload, so large
 	// streamed bodies are not cut off); expiry answers 408. 0 means no
 	// limit. Default 60s.
 	ReadTimeout Duration `toml:"read_timeout"`

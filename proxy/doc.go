@@ -44,8 +44,10 @@
 //
 // # Timeouts
 //
-// Client side: ReadTimeout bounds receiving the request line and headers;
-// while a request body streams it bounds the gap between two reads instead,
+// Client side: ReadTimeout bounds receiving the request line and headers
+// together with the first 8 KiB of a body of known length (fasthttp reads
+// them in one go); while the rest of a request body streams it bounds the
+// gap between two reads instead,
 // so a large upload is limited by progress, not by total time (nginx's
 // client_header_timeout and client_body_timeout). WriteTimeout bounds one
 // write to a client that stopped reading. IdleTimeout bounds the wait for
