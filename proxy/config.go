@@ -15,9 +15,10 @@ type Config struct {
 	// Listen is the address ListenAndServe listens on. Default ":80".
 	Listen string
 
-	// ReadTimeout bounds reading a request's line and headers, and, while a
-	// request body streams to the endpoint, the gap between two reads of
-	// it. Default 60s.
+	// ReadTimeout bounds reading a request's line and headers together
+	// with the first 8 KiB of a body of known length (read with them), and,
+	// while the rest of a request body streams to the endpoint, the gap
+	// between two reads of it. Default 60s.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds one write to the client: a client that stops
 	// reading a response for this long is disconnected. Default 60s.
