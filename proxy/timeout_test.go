@@ -158,3 +158,46 @@ func TestClientBusyConnOutlivesTimeouts(t *testing.T) {
 		t.Fatalf("only %d requests in 900 ms", n)
 	}
 }
+
+// A client that stops reading a large response is disconnected after
+// WriteTimeout: the proxy does not hold the endpoint's stream open forever.
+func TestClientStopsReading(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.WriteTimeout = 300 * time.Millisecond })
+	const size = 256 << 20
+	ended := make(chan error, 1)
+	big := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		chunk := make([]byte, 64<<10)
+		var err error
+		for sent := 0; sent < size && err == nil; sent += len(chunk) {
+			_, err = w.Write(chunk)
+		}
+		ended <- err
+	})
+	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("big", big))
+	c, br := dialProxy(t, h)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	// Read the header and a little of the body, then stop reading.
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("the endpoint wrote the whole 256 MiB to a client that stopped reading")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the endpoint's response still streaming 15 s after the client stopped reading (write timeout 300 ms)")
+	}
+	// Draining what the kernel buffered ends in a closed connection, short
+	// of the announced length.
+	n, _ := io.Copy(io.Discard, resp.Body)
+	if n+1024 >= size {
+		t.Errorf("client got the whole body (%d bytes) after it stopped reading", n+1024)
+	}
+}
