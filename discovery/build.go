@@ -411,7 +411,16 @@ func ingressClassOf(ing *netv1.Ingress) string {
 
 // ourIngresses returns the Ingresses of ours in claim order.
 func ourIngresses(cs *classSet, list []*netv1.Ingress) []*netv1.Ingress {
-	var out []*netv1.Ingress
+	// Sort keys are read once into a contiguous slice: the caches hand the
+	// Ingresses over in map order, scattered in memory, and a comparator
+	// reaching into each object cost ~8% of a 10k-Ingress build. (namespace,
+	// name) is unique, so an unstable sort gives the one order.
+	type keyed struct {
+		created  int64
+		ns, name string
+		ing      *netv1.Ingress
+	}
+	ks := make([]keyed, 0, len(list))
 	for _, ing := range list {
 		if ing == nil {
 			continue
@@ -423,15 +432,15 @@ func ourIngresses(cs *classSet, list []*netv1.Ingress) []*netv1.Ingress {
 		} else if !cs.defaultOurs {
 			continue
 		}
-		out = append(out, ing)
+		ks = append(ks, keyed{ing.CreationTimestamp.UnixNano(), ing.Namespace, ing.Name, ing})
 	}
-	slices.SortStableFunc(out, func(a, b *netv1.Ingress) int {
-		return cmp.Or(
-			a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time),
-			cmp.Compare(a.Namespace, b.Namespace),
-			cmp.Compare(a.Name, b.Name),
-		)
+	slices.SortFunc(ks, func(a, b keyed) int {
+		return cmp.Or(cmp.Compare(a.created, b.created), cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name))
 	})
+	out := make([]*netv1.Ingress, len(ks))
+	for i := range ks {
+		out[i] = ks[i].ing
+	}
 	return out
 }
 

@@ -3,6 +3,7 @@ package discovery
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"testing"
@@ -334,13 +335,18 @@ func BenchmarkFullPublish(b *testing.B) {
 			}
 			first, _ := Build(in)
 			w.publish(nil, first, nil)
+			// The informer caches list in map order: shuffle, as they do.
+			rng := rand.New(rand.NewPCG(1, 2))
+			rng.Shuffle(len(in.Ingresses), func(i, j int) { in.Ingresses[i], in.Ingresses[j] = in.Ingresses[j], in.Ingresses[i] })
+			rng.Shuffle(len(in.Services), func(i, j int) { in.Services[i], in.Services[j] = in.Services[j], in.Services[i] })
+			rng.Shuffle(len(in.Slices), func(i, j int) { in.Slices[i], in.Slices[j] = in.Slices[j], in.Slices[i] })
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
 				// A changed path in one Ingress: the hash differs, so every
 				// iteration publishes.
 				i++
-				in.Ingresses[0].Spec.Rules[0].HTTP.Paths[1].Path = fmt.Sprintf("/api%d", i)
+				in.Ingresses[len(in.Ingresses)/2].Spec.Rules[0].HTTP.Paths[1].Path = fmt.Sprintf("/api%d", i)
 				next, _ := Build(in)
 				if !w.publish(w.snap.Load(), next, nil) {
 					b.Fatal("not published")
