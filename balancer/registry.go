@@ -26,7 +26,7 @@ type RegistryConfig struct {
 }
 
 // Registry holds the live Endpoint for every address any snapshot uses. It is
-// written only by the snapshot builder (Acquire, Retain) and read lock-free
+// written only by the snapshot builder (Acquire, Release, Sweep) and read lock-free
 // through the Endpoint pointers the snapshots carry.
 type Registry struct {
 	cfg RegistryConfig
@@ -70,30 +70,6 @@ func (r *Registry) Acquire(addr string) *Endpoint {
 	}
 	r.endpoints[addr] = &registryEntry{ep: ep}
 	return ep
-}
-
-// Retain is called after a snapshot is published with the set of addresses it
-// uses. Endpoints outside the set start their drain grace period; endpoints
-// whose grace period has passed are released. It returns how many were
-// released. It visits every endpoint: after a full rebuild. An incremental
-// publish calls Release and Sweep, which cost what changed.
-func (r *Registry) Retain(inUse func(addr string) bool) int {
-	now := r.cfg.Now()
-	r.mu.Lock()
-	for addr, e := range r.endpoints {
-		if inUse(addr) {
-			if !e.unused.IsZero() {
-				e.unused = time.Time{}
-				delete(r.draining, addr)
-			}
-			continue
-		}
-		r.startDrain(addr, e, now)
-	}
-	drop := r.sweepLocked(now)
-	r.mu.Unlock()
-	r.close(drop)
-	return len(drop)
 }
 
 // Release starts the drain grace period of the endpoints at addrs, which the

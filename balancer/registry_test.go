@@ -73,6 +73,26 @@ func newTestRegistry() (*Registry, *hooks, *fakeClock) {
 	return r, h, clk
 }
 
+// retain reconciles r with the addresses inUse through the registry's API,
+// as the watcher's publish does: addresses still in use are acquired again
+// (ending any grace period), every other one is released, then a sweep. It
+// returns how many endpoints the sweep dropped.
+func retain(r *Registry, inUse func(string) bool) int {
+	var used, unused []string
+	r.Each(func(ep *Endpoint) {
+		if inUse(ep.Addr) {
+			used = append(used, ep.Addr)
+		} else {
+			unused = append(unused, ep.Addr)
+		}
+	})
+	for _, a := range used {
+		r.Acquire(a)
+	}
+	r.Release(unused)
+	return r.Sweep()
+}
+
 func inSet(addrs ...string) func(string) bool {
 	return func(a string) bool { return slices.Contains(addrs, a) }
 }
@@ -138,24 +158,24 @@ func TestRegistryNoHooks(t *testing.T) {
 	}
 	// Releasing without a CloseTransport hook must not panic.
 	r.cfg.Now = func() time.Time { return time.Unix(0, 0) }
-	r.Retain(inSet())
+	retain(r, inSet())
 	r.cfg.Now = func() time.Time { return time.Unix(0, 0).Add(time.Hour) }
-	if n := r.Retain(inSet()); n != 1 || r.Len() != 0 {
+	if n := retain(r, inSet()); n != 1 || r.Len() != 0 {
 		t.Errorf("released %d, Len %d, want 1, 0", n, r.Len())
 	}
 }
 
-// TestRegistryRetain walks one endpoint through the drain grace period with
+// TestRegistryDrainGrace walks one endpoint through the drain grace period with
 // an injected clock. Each step advances the clock, optionally acts, then
-// calls Retain with the addresses in use.
-func TestRegistryRetain(t *testing.T) {
+// reconciles it (retain) with the addresses in use.
+func TestRegistryDrainGrace(t *testing.T) {
 	t.Parallel()
 	const a, b = "10.0.0.1:80", "10.0.0.2:80"
 	type step struct {
 		advance  time.Duration
-		act      func(r *Registry, a *Endpoint) // before Retain; a is a's endpoint
+		act      func(r *Registry, a *Endpoint) // before retain; a is a's endpoint
 		inUse    []string
-		released int      // Retain's result
+		released int      // retain's result
 		closed   []string // CloseTransport calls so far, sorted
 		len      int
 	}
@@ -183,7 +203,7 @@ func TestRegistryRetain(t *testing.T) {
 			},
 		},
 		{
-			name: "grace counts from the first Retain that left it out",
+			name: "grace counts from the first retain that left it out",
 			steps: []step{
 				{advance: time.Hour, inUse: []string{b}, len: 2}, // time before it was left out does not count
 				{advance: grace / 2, inUse: []string{b}, len: 2},
@@ -236,8 +256,8 @@ func TestRegistryRetain(t *testing.T) {
 				if s.act != nil {
 					s.act(r, epA)
 				}
-				if n := r.Retain(inSet(s.inUse...)); n != s.released {
-					t.Errorf("step %d: Retain released %d, want %d", i, n, s.released)
+				if n := retain(r, inSet(s.inUse...)); n != s.released {
+					t.Errorf("step %d: retain released %d, want %d", i, n, s.released)
 				}
 				if got := h.closedAddrs(); !slices.Equal(got, s.closed) {
 					t.Errorf("step %d: CloseTransport calls %v, want %v", i, got, s.closed)
@@ -275,9 +295,9 @@ func TestRegistryEach(t *testing.T) {
 		want[a] = r.Acquire(a)
 	}
 	// Draining endpoints are still listed.
-	r.Retain(inSet(addrs[0]))
+	retain(r, inSet(addrs[0]))
 	clk.Advance(grace / 2)
-	r.Retain(inSet(addrs[0]))
+	retain(r, inSet(addrs[0]))
 	if r.Len() != len(addrs) {
 		t.Errorf("Len %d, want %d", r.Len(), len(addrs))
 	}

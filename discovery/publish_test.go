@@ -87,3 +87,73 @@ func TestPublishReleasesOnlyUnusedAddresses(t *testing.T) {
 		}
 	}
 }
+
+// A full rebuild (an Ingress change) keeps the backends it did not change:
+// same *Backend, so bound endpoints and the round-robin position carry
+// over, while a backend whose endpoints changed in the same rebuild is new
+// and its dropped address is released after the grace period.
+func TestFullRebuildKeepsUnchangedBackends(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	const grace = time.Minute
+	reg := balancer.NewRegistry(balancer.RegistryConfig{DrainGrace: grace, Now: func() time.Time { return now }})
+	w, err := New(Config{Client: fake.NewClientset(), Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := scaleInput(10) // two Services
+	first, _ := Build(in)
+	w.publish(nil, first, nil)
+	idx := func(s *route.Snapshot, svc, port string) int {
+		for i, b := range s.Backends {
+			if b.Service == svc && b.Port == port {
+				return i
+			}
+		}
+		t.Fatalf("no backend %s:%s", svc, port)
+		return -1
+	}
+	svc0, svc1 := scaleServiceName(0), scaleServiceName(1)
+	kept := first.Backends[idx(first, svc0, "http")]
+	for range 3 { // move its rotation on
+		kept.RR.Pick(kept.Endpoints)
+	}
+	wantNext := kept.RR.Pick(kept.Endpoints)
+	for range len(kept.Endpoints) - 1 {
+		kept.RR.Pick(kept.Endpoints)
+	} // a full turn: the next pick is wantNext again
+	before := reg.Len()
+
+	// An Ingress change (a new path) plus, in the same rebuild, service
+	// 1 losing an endpoint (scaleSlice(s, 1) marks endpoint 1 not ready).
+	in.Ingresses[3].Spec.Rules[0].HTTP.Paths[1].Path = "/api2"
+	in.Slices[1] = scaleSlice(1, 1)
+	dropped := first.Backends[idx(first, svc1, "http")].Addrs[1]
+	next, _ := Build(in)
+	if !w.publish(first, next, nil) {
+		t.Fatal("not published")
+	}
+	cur := w.snap.Load()
+	if got := cur.Backends[idx(cur, svc0, "http")]; got != kept {
+		t.Fatalf("unchanged backend %s replaced by a new one on a full rebuild", kept.ID())
+	}
+	if got := kept.RR.Pick(kept.Endpoints); got != wantNext {
+		t.Errorf("round-robin restarted: picked %s, want %s", got.Addr, wantNext.Addr)
+	}
+	changedB := cur.Backends[idx(cur, svc1, "http")]
+	if changedB == first.Backends[idx(first, svc1, "http")] || slices.Contains(changedB.Addrs, dropped) {
+		t.Fatalf("backend %s with a changed endpoint list was kept", changedB.ID())
+	}
+	for _, ep := range changedB.Endpoints {
+		if ep == nil {
+			t.Fatalf("new backend %s not bound", changedB.ID())
+		}
+	}
+	now = now.Add(grace)
+	reg.Sweep()
+	if got := reg.Len(); got != before-1 {
+		t.Errorf("registry holds %d endpoints after the grace period, want %d (%s released)", got, before-1, dropped)
+	}
+	if cur.Hash() != next.Hash() {
+		t.Error("reusing backends changed the snapshot's hash")
+	}
+}

@@ -816,14 +816,23 @@ func (w *Watcher) publish(cur, next *route.Snapshot, changed []int) bool {
 	if cur != nil && next.Hash() == cur.Hash() {
 		return false
 	}
-	if changed == nil {
-		for _, b := range next.Backends {
-			b.Bind(w.cfg.Registry)
-		}
-	} else {
+	// The backends that differ from cur's: on a full build, every backend
+	// equal to one of cur's is replaced by cur's (keeping its endpoints
+	// and round-robin position), so only the rest are bound and counted.
+	var added, removed []*route.Backend
+	switch {
+	case cur == nil:
+		added = next.Backends
+	case changed == nil:
+		added, removed = reuseBackends(cur, next)
+	default:
 		for _, i := range changed {
-			next.Backends[i].Bind(w.cfg.Registry)
+			added = append(added, next.Backends[i])
+			removed = append(removed, cur.Backends[i])
 		}
+	}
+	for _, b := range added {
+		b.Bind(w.cfg.Registry)
 	}
 	next.Version = 1
 	if cur != nil {
@@ -832,42 +841,33 @@ func (w *Watcher) publish(cur, next *route.Snapshot, changed []int) bool {
 	next.Built = w.cfg.Now()
 	w.snap.Store(next)
 
-	// Addresses in use: recounted on a full build (and the registry
-	// reconciled with them), adjusted otherwise, with only the addresses
-	// whose count fell to zero released: an endpoint change costs what
-	// changed, whatever the table's size.
-	if changed == nil || cur == nil {
-		clear(w.inUse)
-		for _, b := range next.Backends {
-			for _, a := range b.Addrs {
-				w.inUse[a]++
+	// Addresses in use, adjusted by what changed; only the addresses whose
+	// count fell to zero are released: a change costs what changed,
+	// whatever the table's size.
+	var gone []string
+	for _, b := range removed {
+		for _, a := range b.Addrs {
+			if w.inUse[a]--; w.inUse[a] <= 0 {
+				gone = append(gone, a)
 			}
 		}
-		w.cfg.Registry.Retain(func(a string) bool { return w.inUse[a] > 0 })
-	} else {
-		var gone []string
-		for _, i := range changed {
-			for _, a := range cur.Backends[i].Addrs {
-				if w.inUse[a]--; w.inUse[a] <= 0 {
-					gone = append(gone, a)
-				}
-			}
-			for _, a := range next.Backends[i].Addrs {
-				w.inUse[a]++
-			}
-		}
-		// An address can move between two changed backends: release
-		// only what no backend uses after all of the adjustments.
-		released := gone[:0]
-		for _, a := range gone {
-			if w.inUse[a] <= 0 {
-				delete(w.inUse, a)
-				released = append(released, a)
-			}
-		}
-		w.cfg.Registry.Release(released)
-		w.cfg.Registry.Sweep()
 	}
+	for _, b := range added {
+		for _, a := range b.Addrs {
+			w.inUse[a]++
+		}
+	}
+	// An address can move between two changed backends: release only what
+	// no backend uses after all of the adjustments.
+	released := gone[:0]
+	for _, a := range gone {
+		if w.inUse[a] <= 0 {
+			delete(w.inUse, a)
+			released = append(released, a)
+		}
+	}
+	w.cfg.Registry.Release(released)
+	w.cfg.Registry.Sweep()
 
 	w.m.version.Set(float64(next.Version))
 	w.m.timestamp.Set(float64(next.Built.UnixNano()) / 1e9)
@@ -875,6 +875,37 @@ func (w *Watcher) publish(cur, next *route.Snapshot, changed []int) bool {
 		w.cfg.OnPublish(next)
 	}
 	return true
+}
+
+// reuseBackends replaces each backend of next that equals one of cur's
+// (same Service port, error and addresses) with cur's, so its bound
+// endpoints and round-robin position carry over a full rebuild (an Ingress
+// change must not restart every backend's rotation). It returns next's
+// backends that are new and cur's that next no longer holds. The hashes
+// stay valid: a replaced backend has the same content.
+func reuseBackends(cur, next *route.Snapshot) (added, removed []*route.Backend) {
+	kept := make(map[*route.Backend]bool)
+	for i, b := range next.Backends {
+		var old *route.Backend
+		for _, j := range cur.BackendsOf(b.Namespace, b.Service) {
+			if o := cur.Backends[j]; o.Port == b.Port {
+				old = o
+				break
+			}
+		}
+		if old != nil && old.Error == b.Error && slices.Equal(old.Addrs, b.Addrs) {
+			next.Backends[i] = old
+			kept[old] = true
+			continue
+		}
+		added = append(added, b)
+	}
+	for _, o := range cur.Backends {
+		if !kept[o] {
+			removed = append(removed, o)
+		}
+	}
+	return added, removed
 }
 
 // reportProblems logs the problems not reported by the previous build and
