@@ -14,8 +14,8 @@ package route
 
 import (
 	"cmp"
-	"encoding/binary"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -159,6 +159,8 @@ func (b *Backend) computeHash() uint64 {
 type HostTable struct {
 	Host   string
 	Routes []*Route
+
+	hash uint64 // of the routes, naming backends by ID (see tableHash)
 }
 
 func (t *HostTable) match(p []byte) *Route {
@@ -177,18 +179,26 @@ type Snapshot struct {
 	Version uint64
 	// Built is when the snapshot was built.
 	Built time.Time
-	// Backends are indexed by Route.Backend.
+	// Backends are indexed by Route.Backend. An entry may be nil: a free
+	// slot no route refers to (Patch leaves them so that no other
+	// backend's index moves).
 	Backends []*Backend
 	// Default answers requests no rule matches (spec.defaultBackend of the
 	// oldest Ingress that sets one); nil means 404.
 	Default *Route
 
-	exact       map[string]*HostTable
-	wildcard    map[string]*HostTable // keyed by the suffix after "*."
-	hostless    *HostTable
-	hosts       []*HostTable // every table, sorted by host, for listing
-	routeHash   uint64
-	backendsSum uint64 // sum of mixBackend(i, Backends[i].hash)
+	exact    map[string]*HostTable
+	wildcard map[string]*HostTable // keyed by the suffix after "*."
+	hostless *HostTable
+	hosts    []*HostTable // every table, sorted by host, for listing
+	routes   int          // number of routes in the tables
+	// The hash is a sum of independent parts so that WithBackends and
+	// Patch update it in proportion to what they change. No part depends
+	// on backend indexes: equal content hashes equally however the
+	// backends are laid out.
+	tablesSum   uint64 // sum of mix64(table hash)
+	defaultHash uint64
+	backendsSum uint64 // sum of mix64(backend hash) over non-nil Backends
 	tlsHash     uint64
 	hash        uint64
 	backendIx   map[string][]int // "namespace/service" -> backend indexes
@@ -203,9 +213,50 @@ type Conflict struct {
 	Winner IngressRef
 }
 
+// NormalizeRouteHost is the host key of a rule: lower case, without a
+// trailing dot.
+func NormalizeRouteHost(host string) string { return strings.TrimSuffix(strings.ToLower(host), ".") }
+
+func (r *Route) normalize() {
+	r.Host = NormalizeRouteHost(r.Host)
+	if r.Type == Prefix {
+		r.key = PrefixKey(r.Path)
+	} else {
+		r.key = r.Path
+	}
+}
+
+// Claim resolves conflicts among routes given in claim order (oldest
+// Ingress first): a route with the same host, type and match key as an
+// earlier one loses. keep[i] reports whether routes[i] survives. New uses
+// it; a caller rebuilding only some hosts (Patch) calls it per host, which
+// gives the same answer since claims never cross hosts.
+func Claim(routes []Route) (keep []bool, conflicts []Conflict) {
+	type claimKey struct {
+		host string
+		typ  PathType
+		key  string
+	}
+	keep = make([]bool, len(routes))
+	claimed := make(map[claimKey]IngressRef, len(routes))
+	for i := range routes {
+		r := routes[i]
+		r.normalize()
+		ck := claimKey{r.Host, r.Type, r.key}
+		if w, ok := claimed[ck]; ok {
+			conflicts = append(conflicts, Conflict{Route: r, Winner: w})
+			continue
+		}
+		claimed[ck] = r.Ingress
+		keep[i] = true
+	}
+	return keep, conflicts
+}
+
 // New builds a snapshot. routes must be given in claim order (oldest Ingress
 // first); a later route with the same host, type and match key as an earlier
-// one is dropped and reported as a Conflict. def may be nil.
+// one is dropped and reported as a Conflict. def may be nil. Backends may
+// hold nil slots no route refers to.
 func New(routes []Route, backends []*Backend, def *Route) (*Snapshot, []Conflict) {
 	s := &Snapshot{
 		Backends:  backends,
@@ -214,7 +265,11 @@ func New(routes []Route, backends []*Backend, def *Route) (*Snapshot, []Conflict
 		backendIx: make(map[string][]int),
 	}
 	for i, b := range backends {
+		if b == nil {
+			continue
+		}
 		b.hash = b.computeHash()
+		s.backendsSum += mix64(b.hash)
 		k := b.Namespace + "/" + b.Service
 		s.backendIx[k] = append(s.backendIx[k], i)
 	}
@@ -222,71 +277,108 @@ func New(routes []Route, backends []*Backend, def *Route) (*Snapshot, []Conflict
 		d := *def
 		d.Host, d.key = "", ""
 		s.Default = &d
+		s.defaultHash = defaultRouteHash(&d, backends)
 	}
 
-	type claimKey struct {
-		host string
-		typ  PathType
-		key  string
-	}
-	claimed := make(map[claimKey]IngressRef, len(routes))
-	var conflicts []Conflict
-	tables := make(map[string]*HostTable)
+	keep, conflicts := Claim(routes)
+	block := make([]Route, 0, len(routes)) // one allocation for every kept route
 	for i := range routes {
-		r := routes[i] // copy: the snapshot owns its routes
-		r.Host = strings.TrimSuffix(strings.ToLower(r.Host), ".")
-		if r.Type == Prefix {
-			r.key = PrefixKey(r.Path)
-		} else {
-			r.key = r.Path
+		if keep[i] {
+			block = append(block, routes[i])
+			block[len(block)-1].normalize()
 		}
-		ck := claimKey{r.Host, r.Type, r.key}
-		if w, ok := claimed[ck]; ok {
-			conflicts = append(conflicts, Conflict{Route: r, Winner: w})
-			continue
-		}
-		claimed[ck] = r.Ingress
-		t := tables[r.Host]
-		if t == nil {
-			t = &HostTable{Host: r.Host}
-			tables[r.Host] = t
-		}
-		t.Routes = append(t.Routes, &r)
 	}
-	for host, t := range tables {
-		slices.SortStableFunc(t.Routes, func(a, b *Route) int {
-			if c := cmp.Compare(b.matchLen(), a.matchLen()); c != 0 {
-				return c
-			}
-			if a.Type != b.Type {
-				if a.Type == Exact {
-					return -1
-				}
-				return 1
-			}
-			return strings.Compare(a.Path, b.Path)
-		})
-		switch {
-		case host == "":
-			s.hostless = t
-		case strings.HasPrefix(host, "*."):
-			s.wildcard[host[2:]] = t
-		default:
-			s.exact[host] = t
+	ptrs := make([]*Route, len(block))
+	for i := range block {
+		ptrs[i] = &block[i]
+	}
+	slices.SortFunc(ptrs, func(a, b *Route) int { return strings.Compare(a.Host, b.Host) })
+	for lo := 0; lo < len(ptrs); {
+		hi := lo + 1
+		for hi < len(ptrs) && ptrs[hi].Host == ptrs[lo].Host {
+			hi++
 		}
+		t := ownTable(ptrs[lo].Host, ptrs[lo:hi:hi], backends)
+		s.place(t)
 		s.hosts = append(s.hosts, t)
+		s.routes += len(t.Routes)
+		s.tablesSum += mix64(t.hash)
+		lo = hi
 	}
-	slices.SortFunc(s.hosts, func(a, b *HostTable) int { return strings.Compare(a.Host, b.Host) })
-	s.routeHash = s.computeRouteHash()
-	s.backendsSum = s.sumBackends()
 	s.hash = s.combineHash()
 	return s, conflicts
 }
 
+func compareTables(a, b *HostTable) int { return strings.Compare(a.Host, b.Host) }
+
+// newTable makes the table of host from its surviving routes (any order);
+// the table owns copies of them.
+func newTable(host string, routes []Route, backends []*Backend) *HostTable {
+	rs := make([]Route, len(routes))
+	copy(rs, routes)
+	ptrs := make([]*Route, len(rs))
+	for i := range rs {
+		rs[i].normalize()
+		ptrs[i] = &rs[i]
+	}
+	return ownTable(host, ptrs, backends)
+}
+
+// ownTable makes a table of normalised routes it takes ownership of. No two
+// of them conflict, so precedence orders them totally.
+func ownTable(host string, routes []*Route, backends []*Backend) *HostTable {
+	t := &HostTable{Host: host, Routes: routes}
+	slices.SortFunc(t.Routes, func(a, b *Route) int {
+		if c := cmp.Compare(b.matchLen(), a.matchLen()); c != 0 {
+			return c
+		}
+		if a.Type != b.Type {
+			if a.Type == Exact {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Path, b.Path)
+	})
+	t.hash = tableHash(t, backends)
+	return t
+}
+
+// place files t under its host in the lookup maps.
+func (s *Snapshot) place(t *HostTable) {
+	switch host := t.Host; {
+	case host == "":
+		s.hostless = t
+	case strings.HasPrefix(host, "*."):
+		s.wildcard[host[2:]] = t
+	default:
+		s.exact[host] = t
+	}
+}
+
+// Table returns the table of host exactly as written in the rules ("" for
+// the hostless rules, "*.example.com" for a wildcard), nil when there is
+// none. Unlike Match it does no wildcard or fallback lookup.
+func (s *Snapshot) Table(host string) *HostTable {
+	switch {
+	case host == "":
+		return s.hostless
+	case strings.HasPrefix(host, "*."):
+		return s.wildcard[host[2:]]
+	default:
+		return s.exact[host]
+	}
+}
+
+// RouteCount is the number of rules in the host tables (the default route
+// not included).
+func (s *Snapshot) RouteCount() int { return s.routes }
+
 // WithBackends returns a copy of s that shares its route tables and uses
 // backends instead of s.Backends. backends must have the same length and
-// order (same Namespace/Service/Port at each index); only their endpoints
-// and errors may differ. Version and Built are left for the caller to set.
+// order (same Namespace/Service/Port at each index, nil where s has nil);
+// only their endpoints and errors may differ. Version and Built are left
+// for the caller to set.
 //
 // A Backend pointer that s also holds at the same index is treated as
 // unchanged (snapshots are immutable); every other Backend is hashed afresh,
@@ -297,16 +389,119 @@ func (s *Snapshot) WithBackends(backends []*Backend) *Snapshot {
 	n.Backends = backends
 	sum := s.backendsSum
 	for i, b := range backends {
-		if i < len(s.Backends) && s.Backends[i] == b {
+		var old *Backend
+		if i < len(s.Backends) {
+			old = s.Backends[i]
+		}
+		if old == b {
 			continue
 		}
-		b.hash = b.computeHash()
-		if i < len(s.Backends) {
-			sum -= mixBackend(i, s.Backends[i].hash)
+		if old != nil {
+			sum -= mix64(old.hash)
 		}
-		sum += mixBackend(i, b.hash)
+		if b != nil {
+			b.hash = b.computeHash()
+			sum += mix64(b.hash)
+		}
 	}
 	n.backendsSum = sum
+	n.hash = n.combineHash()
+	return &n
+}
+
+// Patch returns a copy of s with the tables of the hosts in tables
+// replaced and backends instead of s.Backends; every other table is shared
+// with s, so the cost is that of the patched hosts (plus copying the host
+// index), not of the whole table. It is how an Ingress change is applied
+// without rebuilding every host.
+//
+// tables maps a host key (NormalizeRouteHost) to the surviving routes of
+// that host after Claim, in any order; an empty list removes the host.
+// backends may be longer than s.Backends and hold nil slots; a slot that any
+// table kept from s refers to must hold a backend with the same
+// Namespace/Service/Port as in s. Certificates, ACME hosts and the default
+// route carry over. Version and Built are left for the caller to set.
+func (s *Snapshot) Patch(tables map[string][]Route, backends []*Backend) *Snapshot {
+	n := *s
+	n.Backends = backends
+	n.exact = maps.Clone(s.exact)
+	n.wildcard = maps.Clone(s.wildcard)
+
+	// Backends: only the slots whose pointer changed.
+	ixCloned := false
+	for i := range max(len(s.Backends), len(backends)) {
+		var old, b *Backend
+		if i < len(s.Backends) {
+			old = s.Backends[i]
+		}
+		if i < len(backends) {
+			b = backends[i]
+		}
+		if old == b {
+			continue
+		}
+		if !ixCloned {
+			n.backendIx = maps.Clone(s.backendIx)
+			ixCloned = true
+		}
+		if old != nil {
+			n.backendsSum -= mix64(old.hash)
+			k := old.Namespace + "/" + old.Service
+			ix := slices.DeleteFunc(slices.Clone(n.backendIx[k]), func(j int) bool { return j == i })
+			if len(ix) == 0 {
+				delete(n.backendIx, k)
+			} else {
+				n.backendIx[k] = ix
+			}
+		}
+		if b != nil {
+			b.hash = b.computeHash()
+			n.backendsSum += mix64(b.hash)
+			k := b.Namespace + "/" + b.Service
+			ix := append(slices.Clone(n.backendIx[k]), i)
+			slices.Sort(ix)
+			n.backendIx[k] = ix
+		}
+	}
+
+	// Tables: drop the patched hosts from the sorted list, then merge the
+	// new tables in.
+	var added []*HostTable
+	for host, routes := range tables {
+		if old := s.Table(host); old != nil {
+			n.tablesSum -= mix64(old.hash)
+			n.routes -= len(old.Routes)
+			switch {
+			case host == "":
+				n.hostless = nil
+			case strings.HasPrefix(host, "*."):
+				delete(n.wildcard, host[2:])
+			default:
+				delete(n.exact, host)
+			}
+		}
+		if len(routes) == 0 {
+			continue
+		}
+		t := newTable(host, routes, backends)
+		n.place(t)
+		n.tablesSum += mix64(t.hash)
+		n.routes += len(t.Routes)
+		added = append(added, t)
+	}
+	slices.SortFunc(added, compareTables)
+	hosts := make([]*HostTable, 0, len(s.hosts)+len(added))
+	for _, t := range s.hosts {
+		if _, patched := tables[t.Host]; patched {
+			continue
+		}
+		for len(added) > 0 && added[0].Host < t.Host {
+			hosts = append(hosts, added[0])
+			added = added[1:]
+		}
+		hosts = append(hosts, t)
+	}
+	n.hosts = append(hosts, added...)
 	n.hash = n.combineHash()
 	return &n
 }
@@ -469,49 +664,67 @@ func lastIndexByte(b []byte, c byte) int {
 	return -1
 }
 
-func (s *Snapshot) computeRouteHash() uint64 {
-	h := fnv.New64a()
-	var n [8]byte
-	writeRoute := func(r *Route) {
-		redirect := ""
-		if r.RedirectHTTPS {
-			redirect = "redirect"
-		}
-		for _, x := range []string{r.Host, r.Path, r.Type.String(), r.Ingress.Namespace, r.Ingress.Name, redirect} {
-			h.Write([]byte(x))
-			h.Write([]byte{0})
-		}
-		binary.LittleEndian.PutUint64(n[:], uint64(r.Backend))
-		h.Write(n[:])
+// tableHash hashes the routes of t in order. Each route names its backend
+// by ID, not by index, so the hash does not depend on the backends' layout.
+func tableHash(t *HostTable, backends []*Backend) uint64 {
+	h := newFNV()
+	for _, r := range t.Routes {
+		h.route(r, backends)
 	}
-	for _, t := range s.hosts {
-		for _, r := range t.Routes {
-			writeRoute(r)
-		}
-	}
-	if s.Default != nil {
-		h.Write([]byte("default\x00"))
-		writeRoute(s.Default)
-	}
-	return h.Sum64()
+	return uint64(h)
 }
 
-// combineHash mixes the route, backend and TLS hashes. The backend part is a
-// sum of per-index mixes, so WithBackends updates it in O(changed backends)
-// and an endpoint change costs the same however large the table is.
+func defaultRouteHash(r *Route, backends []*Backend) uint64 {
+	h := newFNV()
+	h.str("default")
+	h.route(r, backends)
+	return uint64(h)
+}
+
+// fnv64a is FNV-1a over strings, each followed by a 0 byte, without the
+// allocations of hash/fnv's io.Writer interface.
+type fnv64a uint64
+
+func newFNV() fnv64a { return 14695981039346656037 }
+
+func (h *fnv64a) str(s string) {
+	x := uint64(*h)
+	for i := 0; i < len(s); i++ {
+		x ^= uint64(s[i])
+		x *= 1099511628211
+	}
+	x *= 1099511628211 // the 0 separator: x ^= 0 is a no-op
+	*h = fnv64a(x)
+}
+
+func (h *fnv64a) route(r *Route, backends []*Backend) {
+	h.str(r.Host)
+	h.str(r.Path)
+	h.str(r.Type.String())
+	h.str(r.Ingress.Namespace)
+	h.str(r.Ingress.Name)
+	if r.RedirectHTTPS {
+		h.str("redirect")
+	} else {
+		h.str("")
+	}
+	if uint(r.Backend) < uint(len(backends)) && backends[r.Backend] != nil {
+		b := backends[r.Backend]
+		h.str(b.Namespace)
+		h.str(b.Service)
+		h.str(b.Port)
+	} else {
+		h.str("\x01")
+	}
+}
+
+// combineHash mixes the route, backend and TLS hashes. Every part is a sum
+// or a fixed mix, so WithBackends and Patch update it in proportion to what
+// they change.
 func (s *Snapshot) combineHash() uint64 {
-	return mix64(s.routeHash ^ mix64(s.backendsSum+0x9e3779b97f4a7c15) ^ mix64(s.tlsHash+0x632be59bd9b4e019))
+	routes := s.tablesSum + mix64(s.defaultHash^0x2545f4914f6cdd1d)
+	return mix64(routes ^ mix64(s.backendsSum+0x9e3779b97f4a7c15) ^ mix64(s.tlsHash+0x632be59bd9b4e019))
 }
-
-func (s *Snapshot) sumBackends() uint64 {
-	var sum uint64
-	for i, b := range s.Backends {
-		sum += mixBackend(i, b.hash)
-	}
-	return sum
-}
-
-func mixBackend(i int, h uint64) uint64 { return mix64(h ^ mix64(uint64(i)+1)) }
 
 // mix64 is the splitmix64 finaliser: a cheap bijective bit mixer.
 func mix64(x uint64) uint64 {

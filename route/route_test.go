@@ -595,7 +595,9 @@ func TestSharesRoutes(t *testing.T) {
 		{Host: "a.example.com", Path: "/", Ingress: IngressRef{"ns", "a"}, Backend: 0},
 		{Host: "", Path: "/x", Ingress: IngressRef{"ns", "a"}, Backend: 0},
 	}
-	be := func() []*Backend { return []*Backend{{Namespace: "ns", Service: "a", Port: "80", Addrs: []string{"10.0.0.1:80"}}} }
+	be := func() []*Backend {
+		return []*Backend{{Namespace: "ns", Service: "a", Port: "80", Addrs: []string{"10.0.0.1:80"}}}
+	}
 	s, _ := New(routes, be(), nil)
 	rebuilt, _ := New(routes, be(), nil) // same content, new *Route values
 	empty1, _ := New(nil, be(), nil)
