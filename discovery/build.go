@@ -7,9 +7,16 @@
 // free of side effects, and tolerant of any input (a bad object becomes a
 // Problem and is skipped; it never blocks the rest). The Watcher runs the
 // client-go informers, whose handlers only mark what changed; a coalescing
-// loop then either rebuilds everything with Build or, when only
-// EndpointSlices changed, replaces the endpoint lists of the affected
-// backends copy-on-write, and publishes the result through an atomic pointer.
+// loop then applies the change at one of three speeds and publishes the
+// result through an atomic pointer:
+//
+//   - EndpointSlices only: the endpoint lists of the affected backends are
+//     replaced copy-on-write (route.Snapshot.WithBackends).
+//   - Ingresses only, touching nothing but their rules: the tables of the
+//     hosts they name, before and after, are rebuilt and the rest shared
+//     (incState, route.Snapshot.Patch), with the same result as Build.
+//   - Anything else (IngressClass, Service, Secret, an Ingress's TLS,
+//     ACME or default backend): Build, from everything.
 package discovery
 
 import (
@@ -171,6 +178,13 @@ type pendingRoute struct {
 //     edgegate.io/ssl-redirect: "false". Hostless rules and the default
 //     backend never redirect.
 func Build(in Input) (*route.Snapshot, []Problem) {
+	snap, problems, _ := build(in, false)
+	return snap, problems
+}
+
+// build is Build; with withState it also returns what an incremental
+// Ingress update needs to continue from the result (see incState).
+func build(in Input, withState bool) (*route.Snapshot, []Problem, *incState) {
 	b := &builder{}
 	className := in.IngressClassName
 	if className == "" {
@@ -240,15 +254,7 @@ func Build(in Input) (*route.Snapshot, []Problem) {
 
 	snap, conflicts := route.New(routes, backends, defRoute)
 	for _, c := range conflicts {
-		host := c.Route.Host
-		if host == "" {
-			host = "(any)"
-		}
-		b.problems = append(b.problems, Problem{
-			Kind: KindIngress, Namespace: c.Route.Ingress.Namespace, Name: c.Route.Ingress.Name,
-			Msg: fmt.Sprintf("host %s %s path %q ignored: already claimed by ingress %s (oldest first, then by namespace/name)",
-				host, c.Route.Type, c.Route.Path, c.Winner),
-		})
+		b.conflictProblem(c)
 	}
 	if len(conflicts) > 0 {
 		snap = compact(snap)
@@ -261,18 +267,36 @@ func Build(in Input) (*route.Snapshot, []Problem) {
 	snap.SetTLS(tlsRes.certs, acme)
 
 	// A Problem on each Ingress routing to a backend that has an Error.
-	eachRoute(snap, func(r *route.Route) {
-		be := snap.Backends[r.Backend]
-		if be.Error != "" {
-			b.problems = append(b.problems, Problem{
-				Kind: KindIngress, Namespace: r.Ingress.Namespace, Name: r.Ingress.Name,
-				Msg: "backend " + be.ID() + ": " + be.Error,
-			})
+	for _, t := range snap.Hosts() {
+		for _, r := range t.Routes {
+			if be := snap.Backends[r.Backend]; be.Error != "" {
+				b.hostProblem(r.Ingress, r.Host, backendProblem(be))
+			}
 		}
-	})
+	}
+	if d := snap.Default; d != nil {
+		if be := snap.Backends[d.Backend]; be.Error != "" {
+			b.problems = append(b.problems, Problem{Kind: KindIngress, Namespace: d.Ingress.Namespace, Name: d.Ingress.Name, Msg: backendProblem(be)})
+		}
+	}
 
-	slices.SortFunc(b.problems, compareProblems)
-	return snap, slices.Compact(b.problems)
+	var st *incState
+	if withState {
+		st = newIncState(in.TLS, cls, tlsRes, ings, snap, b)
+	}
+	return snap, b.all(), st
+}
+
+func backendProblem(be *route.Backend) string { return "backend " + be.ID() + ": " + be.Error }
+
+func (b *builder) conflictProblem(c route.Conflict) {
+	host := c.Route.Host
+	if host == "" {
+		host = "(any)"
+	}
+	b.hostProblem(c.Route.Ingress, c.Route.Host,
+		fmt.Sprintf("host %s %s path %q ignored: already claimed by ingress %s (oldest first, then by namespace/name)",
+			host, c.Route.Type, c.Route.Path, c.Winner))
 }
 
 // eachRoute calls fn for every route of s, the default included.
@@ -325,11 +349,41 @@ func compact(s *route.Snapshot) *route.Snapshot {
 }
 
 type builder struct {
+	// problems are those of the whole build: IngressClass, TLS and
+	// default-backend problems.
 	problems []Problem
+	// scoped are the problems of one Ingress's rules for one host (path
+	// problems, conflicts, backend errors): an incremental update replaces
+	// those of the hosts it rebuilds.
+	scoped map[ingHost][]Problem
+}
+
+// ingHost names the rules of one Ingress for one (lower-case) host.
+type ingHost struct {
+	ns, name, host string
 }
 
 func (b *builder) ingressProblem(ing *netv1.Ingress, msg string) {
 	b.problems = append(b.problems, Problem{Kind: KindIngress, Namespace: ing.Namespace, Name: ing.Name, Msg: msg})
+}
+
+// hostProblem records a problem of ing's rules for host.
+func (b *builder) hostProblem(ing route.IngressRef, host, msg string) {
+	if b.scoped == nil {
+		b.scoped = make(map[ingHost][]Problem)
+	}
+	k := ingHost{ing.Namespace, ing.Name, host}
+	b.scoped[k] = append(b.scoped[k], Problem{Kind: KindIngress, Namespace: ing.Namespace, Name: ing.Name, Msg: msg})
+}
+
+// all returns every problem, sorted and without duplicates.
+func (b *builder) all() []Problem {
+	out := slices.Clone(b.problems)
+	for _, ps := range b.scoped {
+		out = append(out, ps...)
+	}
+	slices.SortFunc(out, compareProblems)
+	return slices.Compact(out)
 }
 
 // classSet answers which class names are ours.
@@ -401,6 +455,14 @@ func unmatchablePath(path string) string {
 	return ""
 }
 
+// claims reports whether ing is ours by its class.
+func (c *classSet) claims(ing *netv1.Ingress) bool {
+	if n := ingressClassOf(ing); n != "" {
+		return c.ours(n)
+	}
+	return c.defaultOurs
+}
+
 // ingressClassOf returns the class an Ingress asks for, "" when none.
 func ingressClassOf(ing *netv1.Ingress) string {
 	if n := ing.Spec.IngressClassName; n != nil && *n != "" {
@@ -422,14 +484,7 @@ func ourIngresses(cs *classSet, list []*netv1.Ingress) []*netv1.Ingress {
 	}
 	ks := make([]keyed, 0, len(list))
 	for _, ing := range list {
-		if ing == nil {
-			continue
-		}
-		if c := ingressClassOf(ing); c != "" {
-			if !cs.ours(c) {
-				continue
-			}
-		} else if !cs.defaultOurs {
+		if ing == nil || !cs.claims(ing) {
 			continue
 		}
 		ks = append(ks, keyed{ing.CreationTimestamp.UnixNano(), ing.Namespace, ing.Name, ing})
@@ -495,7 +550,7 @@ func (b *builder) rule(ing *netv1.Ingress, ref route.IngressRef, rule *netv1.Ing
 	}
 	host := strings.ToLower(rule.Host)
 	if msg := validHost(host); msg != "" {
-		b.ingressProblem(ing, fmt.Sprintf("rule host %q skipped: %s", rule.Host, msg))
+		b.hostProblem(ref, host, fmt.Sprintf("rule host %q skipped: %s", rule.Host, msg))
 		return out
 	}
 	for _, p := range rule.HTTP.Paths {
@@ -516,11 +571,11 @@ func (b *builder) rule(ing *netv1.Ingress, ref route.IngressRef, rule *netv1.Ing
 				path = "/"
 			}
 		default:
-			b.ingressProblem(ing, fmt.Sprintf("path %q skipped: unknown pathType %q", p.Path, typ))
+			b.hostProblem(ref, host, fmt.Sprintf("path %q skipped: unknown pathType %q", p.Path, typ))
 			continue
 		}
 		if !strings.HasPrefix(path, "/") {
-			b.ingressProblem(ing, fmt.Sprintf("path %q skipped: must start with \"/\"", p.Path))
+			b.hostProblem(ref, host, fmt.Sprintf("path %q skipped: must start with \"/\"", p.Path))
 			continue
 		}
 		check := path
@@ -528,12 +583,12 @@ func (b *builder) rule(ing *netv1.Ingress, ref route.IngressRef, rule *netv1.Ing
 			check = route.PrefixKey(path) + "/"
 		}
 		if msg := unmatchablePath(check); msg != "" {
-			b.ingressProblem(ing, fmt.Sprintf("path %q skipped: %s", p.Path, msg))
+			b.hostProblem(ref, host, fmt.Sprintf("path %q skipped: %s", p.Path, msg))
 			continue
 		}
 		key, msg := backendOf(ing.Namespace, &p.Backend)
 		if msg != "" {
-			b.ingressProblem(ing, fmt.Sprintf("path %q skipped: %s", p.Path, msg))
+			b.hostProblem(ref, host, fmt.Sprintf("path %q skipped: %s", p.Path, msg))
 			continue
 		}
 		out = append(out, pendingRoute{

@@ -202,6 +202,10 @@ func (g *fuzzGen) ingress() *netv1.Ingress {
 	if !g.unique("ingress", ns, name) {
 		return nil
 	}
+	return g.ingressAs(ns, name)
+}
+
+func (g *fuzzGen) ingressAs(ns, name string) *netv1.Ingress {
 	ing := &netv1.Ingress{ObjectMeta: metav1.ObjectMeta{
 		Namespace: ns, Name: name,
 		CreationTimestamp: metav1.NewTime(fuzzEpoch.Add(time.Duration(g.pick(4)) * time.Hour)),

@@ -120,7 +120,8 @@ type Watcher struct {
 	signal chan struct{}
 	// mu guards the dirty state the handlers record.
 	mu        sync.Mutex
-	dirtyAll  bool            // Ingress or IngressClass changed
+	dirtyAll  bool            // IngressClass changed, or anything a full build must see
+	dirtyIngs map[nsName]bool // Ingresses changed
 	dirtySvcs map[nsName]bool // Services changed
 	dirtyEps  map[nsName]bool // EndpointSlices of these Services changed
 	// secretRefs is the reverse index: the Secrets the current snapshot's
@@ -137,6 +138,7 @@ type Watcher struct {
 	expiry *time.Timer
 
 	// Builder goroutine state.
+	inc      *incState      // left by the last build for incremental Ingress updates
 	inUse    map[string]int // address -> number of backends of the current snapshot using it
 	problems map[Problem]bool
 
@@ -177,7 +179,7 @@ func newMetrics() metrics {
 		}, []string{"kind"}),
 		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgegate_snapshot_builds_total",
-			Help: "Snapshot builds: full (routes) or endpoints (endpoint lists only), published or not.",
+			Help: "Snapshot builds, published or not: full (everything), ingresses (the hosts of changed Ingresses only) or endpoints (endpoint lists only).",
 		}, []string{"kind"}),
 		secretEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgegate_secret_events_total",
@@ -403,7 +405,7 @@ func (w *Watcher) setupInformers() error {
 		if err := addHandler(sc.slices, w.onSlice); err != nil {
 			return err
 		}
-		if err := addHandler(sc.ingresses, w.onRoutes); err != nil {
+		if err := addHandler(sc.ingresses, w.onIngress); err != nil {
 			return err
 		}
 	}
@@ -461,6 +463,23 @@ func (w *Watcher) wake() {
 func (w *Watcher) onRoutes(...any) {
 	w.mu.Lock()
 	w.dirtyAll = true
+	w.mu.Unlock()
+	w.wake()
+}
+
+func (w *Watcher) onIngress(objs ...any) {
+	w.mu.Lock()
+	for _, o := range objs {
+		ing, ok := o.(*netv1.Ingress)
+		if !ok || ing == nil {
+			w.dirtyAll = true // unknown tombstone: be safe
+			continue
+		}
+		if w.dirtyIngs == nil {
+			w.dirtyIngs = make(map[nsName]bool)
+		}
+		w.dirtyIngs[nsName{ing.Namespace, ing.Name}] = true
+	}
 	w.mu.Unlock()
 	w.wake()
 }
@@ -573,7 +592,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	// The first build reads everything: what the handlers recorded so far
 	// is covered by it.
 	w.mu.Lock()
-	w.dirtyAll, w.dirtySvcs, w.dirtyEps = false, nil, nil
+	w.dirtyAll, w.dirtyIngs, w.dirtySvcs, w.dirtyEps = false, nil, nil, nil
 	w.mu.Unlock()
 	defer func() {
 		if w.expiry != nil {
@@ -590,8 +609,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 // rebuild runs on the builder goroutine after a burst of changes.
 func (w *Watcher) rebuild() {
 	w.mu.Lock()
-	all, svcs, eps := w.dirtyAll, w.dirtySvcs, w.dirtyEps
-	w.dirtyAll, w.dirtySvcs, w.dirtyEps = false, nil, nil
+	all, ings, svcs, eps := w.dirtyAll, w.dirtyIngs, w.dirtySvcs, w.dirtyEps
+	w.dirtyAll, w.dirtyIngs, w.dirtySvcs, w.dirtyEps = false, nil, nil, nil
 	w.mu.Unlock()
 
 	cur := w.snap.Load()
@@ -604,13 +623,90 @@ func (w *Watcher) rebuild() {
 			}
 		}
 	}
-	if all || cur == nil {
+	if all || cur == nil || w.inc == nil {
 		w.buildFull(cur)
 		return
+	}
+	if len(ings) > 0 {
+		if !w.buildIngresses(cur, ings) {
+			w.buildFull(cur)
+			return
+		}
+		cur = w.snap.Load()
 	}
 	if len(eps) > 0 {
 		w.buildEndpoints(cur, eps)
 	}
+}
+
+// buildIngresses applies the changes of the Ingresses in keys by
+// rebuilding only the hosts they name (see incState). It reports false,
+// having changed nothing, when the change needs a full build.
+func (w *Watcher) buildIngresses(cur *route.Snapshot, keys map[nsName]bool) (ok bool) {
+	start := time.Now()
+	list := make([]nsName, 0, len(keys))
+	for k := range keys {
+		list = append(list, k)
+	}
+	get := func(k nsName) *netv1.Ingress {
+		sc := w.scopeOf(k.ns)
+		if sc == nil {
+			return nil
+		}
+		o, found, err := sc.ingresses.GetStore().GetByKey(k.ns + "/" + k.name)
+		if err != nil || !found {
+			return nil
+		}
+		ing, _ := o.(*netv1.Ingress)
+		return ing
+	}
+	resolve := func(k backendKey) ([]string, string) {
+		svc, sls := w.serviceAndSlices(nsName{k.ns, k.svc})
+		return ResolveEndpoints(k.ns, k.svc, k.port, svc, sls)
+	}
+	var next *route.Snapshot
+	var problems []Problem
+	func() {
+		// The incremental path is new code over arbitrary input: should it
+		// ever panic, a full build (which starts a fresh state) takes over.
+		defer func() {
+			if r := recover(); r != nil {
+				w.log.Error("incremental ingress update failed; rebuilding everything", "panic", fmt.Sprint(r))
+				w.inc, ok = nil, false
+			}
+		}()
+		next, problems, ok = w.inc.applyIngresses(cur, list, get, resolve)
+	}()
+	if !ok {
+		return false
+	}
+	w.m.builds.WithLabelValues("ingresses").Inc()
+	w.reportProblems(problems)
+	published := next != cur && w.publish(cur, next, changedSlots(cur, next))
+	w.m.buildSeconds.Observe(time.Since(start).Seconds())
+	if published {
+		w.log.Debug("route snapshot published", "version", next.Version, "build", "ingresses", "ingresses", len(list))
+	}
+	return true
+}
+
+// changedSlots lists the backend indexes whose backend differs between cur
+// and next (never nil: publish reads nil as "all").
+func changedSlots(cur, next *route.Snapshot) []int {
+	changed := []int{}
+	for i := range max(len(cur.Backends), len(next.Backends)) {
+		var a, b *route.Backend
+		if i < len(cur.Backends) {
+			a = cur.Backends[i]
+		}
+		if i < len(next.Backends) {
+			b = next.Backends[i]
+		}
+		if a != b {
+			changed = append(changed, i)
+		}
+	}
+	return changed
 }
 
 // input reads every watched object from the caches.
@@ -680,7 +776,8 @@ func (w *Watcher) buildFull(cur *route.Snapshot) {
 	w.building, w.secretsSeen = true, nil
 	w.mu.Unlock()
 	in := w.input()
-	next, problems := Build(in)
+	next, problems, st := build(in, true)
+	w.inc = st
 	w.setSecretRefs(next)
 	w.scheduleExpiry(next, in.Now)
 	w.reportProblems(problems)
@@ -827,8 +924,12 @@ func (w *Watcher) publish(cur, next *route.Snapshot, changed []int) bool {
 		added, removed = reuseBackends(cur, next)
 	default:
 		for _, i := range changed {
-			added = append(added, next.Backends[i])
-			removed = append(removed, cur.Backends[i])
+			if i < len(next.Backends) && next.Backends[i] != nil {
+				added = append(added, next.Backends[i])
+			}
+			if i < len(cur.Backends) && cur.Backends[i] != nil {
+				removed = append(removed, cur.Backends[i])
+			}
 		}
 	}
 	for _, b := range added {
@@ -886,6 +987,9 @@ func (w *Watcher) publish(cur, next *route.Snapshot, changed []int) bool {
 func reuseBackends(cur, next *route.Snapshot) (added, removed []*route.Backend) {
 	kept := make(map[*route.Backend]bool)
 	for i, b := range next.Backends {
+		if b == nil {
+			continue
+		}
 		var old *route.Backend
 		for _, j := range cur.BackendsOf(b.Namespace, b.Service) {
 			if o := cur.Backends[j]; o.Port == b.Port {
@@ -901,7 +1005,7 @@ func reuseBackends(cur, next *route.Snapshot) (added, removed []*route.Backend) 
 		added = append(added, b)
 	}
 	for _, o := range cur.Backends {
-		if !kept[o] {
+		if o != nil && !kept[o] {
 			removed = append(removed, o)
 		}
 	}

@@ -211,6 +211,69 @@ func TestWatcherIngressAdd(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the Ingress gone", func() bool { return match(h.w.Snapshot(), "a.example.com") == nil })
+	if full := h.builds("full"); full != 1 {
+		t.Errorf("%v full builds, want only the first: adding and deleting a plain Ingress rebuilds only its hosts", full)
+	}
+	if n := h.builds("ingresses"); n < 2 {
+		t.Errorf("%v ingresses builds, want 2", n)
+	}
+	if s := h.w.Snapshot(); len(s.Backends) != 1 || s.Backends[0] != nil || len(s.BackendsOf("default", "web")) != 0 {
+		t.Errorf("backend of the deleted Ingress not freed: %d slots, BackendsOf %v", len(s.Backends), s.BackendsOf("default", "web"))
+	}
+	// An endpoint change after the delete builds nothing.
+	pubs := h.pubs.Load()
+	if _, err := h.client.DiscoveryV1().EndpointSlices("default").Update(ctx, testSlice("default", "web-1", "web", "10.0.0.2"), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eps := h.builds("endpoints")
+	waitFor(t, "an endpoints build", func() bool { return h.builds("endpoints") > eps })
+	if h.pubs.Load() != pubs {
+		t.Error("an endpoint change of a Service no route uses published a snapshot")
+	}
+}
+
+// TestWatcherIngressTLSFull: an Ingress change that touches TLS takes a full
+// build (certificates, redirects and ACME hosts are not per host), and a
+// later rules-only change of the same Ingress is incremental again.
+func TestWatcherIngressTLSFull(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{TLS: TLSConfig{Redirect: true}}, testService("default", "web"), testSlice("default", "web-1", "web", "10.0.0.1"),
+		testIngress("default", "plain", "b.example.com", "web"))
+	ctx := t.Context()
+	ing := testIngress("default", "web", "a.example.com", "web")
+	ing.Spec.TLS = []netv1.IngressTLS{{Hosts: []string{"a.example.com"}, SecretName: "missing"}}
+	full := h.builds("full")
+	if _, err := h.client.NetworkingV1().Ingresses("default").Create(ctx, ing, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the TLS Ingress routed", func() bool {
+		r := match(h.w.Snapshot(), "a.example.com")
+		return r != nil && r.RedirectHTTPS
+	})
+	if h.builds("full") <= full {
+		t.Fatal("adding an Ingress with spec.tls did not take a full build")
+	}
+	// A new path on it: incremental, and the redirect holds.
+	full, incr := h.builds("full"), h.builds("ingresses")
+	ing = ing.DeepCopy()
+	ing.ResourceVersion = "7"
+	ing.Spec.Rules[0].HTTP.Paths = append(ing.Spec.Rules[0].HTTP.Paths, netv1.HTTPIngressPath{
+		Path: "/v2", PathType: ptr(netv1.PathTypePrefix), Backend: ing.Spec.Rules[0].HTTP.Paths[0].Backend,
+	})
+	if _, err := h.client.NetworkingV1().Ingresses("default").Update(ctx, ing, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new path", func() bool {
+		r := h.w.Snapshot().Match([]byte("a.example.com"), []byte("/v2/x"))
+		return r != nil && r.Path == "/v2" && r.RedirectHTTPS
+	})
+	if h.builds("full") != full || h.builds("ingresses") <= incr {
+		t.Errorf("builds full %v -> %v, ingresses %v -> %v: want one ingresses build and no full one",
+			full, h.builds("full"), incr, h.builds("ingresses"))
+	}
+	if r := match(h.w.Snapshot(), "b.example.com"); r == nil || r.RedirectHTTPS {
+		t.Errorf("b.example.com (no TLS) route %+v, want routed without redirect", r)
+	}
 }
 
 func TestWatcherEndpointsOnly(t *testing.T) {
@@ -279,14 +342,14 @@ func TestWatcherUnchangedHash(t *testing.T) {
 	t.Parallel()
 	ing := testIngress("default", "web", "a.example.com", "web")
 	h := start(t, Config{}, ing, testService("default", "web"))
-	full := h.builds("full")
+	builds := h.builds("ingresses")
 	ing = ing.DeepCopy()
 	ing.Annotations = map[string]string{"note": "does not change routes"}
 	ing.ResourceVersion = "42"
 	if _, err := h.client.NetworkingV1().Ingresses("default").Update(t.Context(), ing, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a full build", func() bool { return h.builds("full") > full })
+	waitFor(t, "an ingresses build", func() bool { return h.builds("ingresses") > builds })
 	if v := h.w.Snapshot().Version; v != 1 {
 		t.Fatalf("version %d after a no-op change, want 1", v)
 	}
@@ -317,12 +380,12 @@ func TestWatcherProblemsLoggedOnce(t *testing.T) {
 	if got := testutil.ToFloat64(h.w.m.problems.WithLabelValues(KindIngress)); got != 1 {
 		t.Fatalf("problems gauge %v, want 1", got)
 	}
-	full := h.builds("full")
+	builds := h.builds("ingresses")
 	ing := testIngress("default", "web2", "b.example.com", "missing")
 	if _, err := h.client.NetworkingV1().Ingresses("default").Create(t.Context(), ing, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a full build", func() bool { return h.builds("full") > full })
+	waitFor(t, "an ingresses build", func() bool { return h.builds("ingresses") > builds })
 	waitFor(t, "the gauge", func() bool { return testutil.ToFloat64(h.w.m.problems.WithLabelValues(KindIngress)) == 2 })
 	logs := h.logs.String()
 	if n := strings.Count(logs, `name=web error=`); n != 1 {

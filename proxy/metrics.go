@@ -70,6 +70,8 @@ type requestStats struct {
 	mu    sync.Mutex
 	byKey map[statsKey]*routeStats
 
+	// ptrs counts the entries of byPtr, live or dead.
+	ptrs    atomic.Int64
 	pruneMu sync.Mutex
 	pruned  *route.Snapshot // the snapshot the last prune kept the routes of
 }
@@ -104,14 +106,20 @@ func (rs *requestStats) slow(r *route.Route) *routeStats {
 		rs.byKey[k] = s
 	}
 	rs.mu.Unlock()
-	rs.byPtr.Store(r, s)
+	if _, loaded := rs.byPtr.LoadOrStore(r, s); !loaded {
+		rs.ptrs.Add(1)
+	}
 	return s
 }
 
-// prune forgets route pointers snap no longer holds.
-// A snapshot sharing the last pruned one's route tables (an endpoint-only
-// change) has nothing to prune: the check keeps endpoint changes from
-// costing a walk over every route.
+// prune forgets route pointers snap no longer holds, once there are enough
+// of them to be worth a walk: only routes that served a request have an
+// entry, and a dead one costs a map entry (its counters live on by key). A
+// walk over every route of snap on each publish would make an Ingress
+// change, which replaces the tables of one host only, cost as much as the
+// whole table again; waiting until the entries outnumber twice the live
+// routes (plus a slack) amortises it. A snapshot sharing the last pruned
+// one's route tables (an endpoint-only change) has nothing to prune.
 func (rs *requestStats) prune(snap *route.Snapshot) int {
 	rs.pruneMu.Lock()
 	defer rs.pruneMu.Unlock()
@@ -119,28 +127,41 @@ func (rs *requestStats) prune(snap *route.Snapshot) int {
 		rs.pruned = snap
 		return 0
 	}
+	live := 1 // the default route
+	if snap != nil {
+		live += snap.RouteCount()
+	}
+	if rs.ptrs.Load() <= int64(2*live+pruneSlack) {
+		return 0
+	}
 	rs.pruned = snap
-	live := make(map[*route.Route]struct{})
+	alive := make(map[*route.Route]struct{}, live)
 	if snap != nil {
 		for _, t := range snap.Hosts() {
 			for _, r := range t.Routes {
-				live[r] = struct{}{}
+				alive[r] = struct{}{}
 			}
 		}
 		if snap.Default != nil {
-			live[snap.Default] = struct{}{}
+			alive[snap.Default] = struct{}{}
 		}
 	}
 	n := 0
 	rs.byPtr.Range(func(k, _ any) bool {
-		if _, ok := live[k.(*route.Route)]; !ok {
-			rs.byPtr.Delete(k)
-			n++
+		if _, ok := alive[k.(*route.Route)]; !ok {
+			if _, deleted := rs.byPtr.LoadAndDelete(k); deleted {
+				rs.ptrs.Add(-1)
+				n++
+			}
 		}
 		return true
 	})
 	return n
 }
+
+// pruneSlack is how many dead route pointers prune tolerates beyond twice
+// the live routes.
+const pruneSlack = 256
 
 func (rs *requestStats) Describe(ch chan<- *prometheus.Desc) { ch <- rs.desc }
 

@@ -1,0 +1,252 @@
+package discovery
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	netv1 "k8s.io/api/networking/v1"
+
+	"github.com/edgegate/edgegate/route"
+)
+
+// TestIncrementalMatchesBuild applies random Ingress changes (adds, deletes,
+// rule edits, whole rewrites, class and annotation flips; one or two at a
+// time) through the incremental path and checks each result against a full
+// Build of the same objects: same hash, same tables, same backends, same
+// Problems, and every host table the change did not touch is shared, not
+// rebuilt. Changes the incremental path declines (TLS, default backend,
+// ACME) go through a full build, as in the Watcher.
+func TestIncrementalMatchesBuild(t *testing.T) {
+	t.Parallel()
+	seeds := 1500
+	if testing.Short() {
+		seeds = 300
+	}
+	var applied, declined int
+	for seed := range uint64(seeds) {
+		r := rand.New(rand.NewPCG(seed, 0x1ec))
+		draw := func(n int) []byte {
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = byte(r.IntN(0xf0)) // vocabulary draws only: readable failures
+			}
+			return b
+		}
+		a, d := checkIncremental(t, draw(50+r.IntN(250)), draw(600))
+		applied += a
+		declined += d
+		if t.Failed() {
+			t.Fatalf("seed %d", seed)
+		}
+	}
+	t.Logf("%d changes applied incrementally, %d declined", applied, declined)
+	if applied < 3*declined {
+		t.Errorf("only %d of %d changes took the incremental path: the test exercises too little of it", applied, applied+declined)
+	}
+}
+
+// FuzzIncremental is TestIncrementalMatchesBuild over the fuzzer's bytes.
+func FuzzIncremental(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{0, 1, 1, 1, 1, 1, 2, 1, 1, 1, 0, 0, 1, 3, 0, 1, 1, 2, 2, 0, 1, 3, 1, 1, 0, 2})
+	f.Add([]byte("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x00\x05\x01\x02\x03\x03\x02\x01"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 2048 {
+			t.Skip("input too large")
+		}
+		checkIncremental(t, data[:len(data)/2], data[len(data)/2:])
+	})
+}
+
+// checkIncremental builds a base from the objects base describes, then
+// applies up to 24 changes drawn from changes; it reports how many the
+// incremental path applied and declined.
+func checkIncremental(t *testing.T, base, changes []byte) (applied, declined int) {
+	t.Helper()
+	g := &fuzzGen{b: base}
+	in := g.input()
+	g.b = changes
+	in.TLS = TLSConfig{Redirect: g.pick(3) > 0, ACME: g.pick(3) == 0, ACMEAllHosts: g.pick(4) == 0}
+	for _, ing := range in.Ingresses {
+		g.decorate(ing)
+	}
+	svcs, sls := indexObjects(in.Services, in.Slices)
+	resolve := func(k backendKey) ([]string, string) {
+		n := nsName{k.ns, k.svc}
+		return ResolveEndpoints(k.ns, k.svc, k.port, svcs[n], sls[n])
+	}
+	get := func(k nsName) *netv1.Ingress {
+		for _, ing := range in.Ingresses {
+			if ing.Namespace == k.ns && ing.Name == k.name {
+				return ing
+			}
+		}
+		return nil
+	}
+
+	cur, _, st := build(in, true)
+	for step := 0; step < 24 && len(g.b) > 0; step++ {
+		var keys []nsName
+		before := make(map[nsName]*netv1.Ingress)
+		for range 1 + g.pick(2) {
+			k, ok := g.change(&in)
+			if ok {
+				if _, seen := before[k.key]; !seen {
+					before[k.key] = k.old
+				}
+				keys = append(keys, k.key)
+			}
+		}
+		want, wantProblems := Build(in)
+		next, problems, ok := st.applyIngresses(cur, keys, get, resolve)
+		if !ok {
+			declined++
+			cur, _, st = build(in, true)
+			continue
+		}
+		applied++
+		if next.Hash() != want.Hash() || viewOf(t, next) != viewOf(t, want) {
+			t.Errorf("step %d, changed %v: incremental differs from full build (hash %x, full %x):\n%s\nfull:\n%s",
+				step, keys, next.Hash(), want.Hash(), viewOf(t, next), viewOf(t, want))
+			return
+		}
+		if !slices.Equal(problems, wantProblems) {
+			t.Errorf("step %d, changed %v: problems differ:\nincremental: %v\nfull:        %v", step, keys, problems, wantProblems)
+			return
+		}
+		// Hosts no changed Ingress named before or after keep their table.
+		touched := make(map[string]bool)
+		for k, old := range before {
+			for _, ing := range []*netv1.Ingress{old, get(k)} {
+				if ing != nil {
+					for _, h := range ruleHosts(ing) {
+						touched[h] = true
+					}
+				}
+			}
+		}
+		for _, tb := range cur.Hosts() {
+			if !touched[tb.Host] && next.Table(tb.Host) != tb {
+				t.Errorf("step %d: host %q was not touched by %v but its table was rebuilt", step, tb.Host, keys)
+				return
+			}
+		}
+		// Every route points at a live backend, and every live backend is
+		// used.
+		used := make([]bool, len(next.Backends))
+		eachRoute(next, func(r *route.Route) {
+			if uint(r.Backend) >= uint(len(next.Backends)) || next.Backends[r.Backend] == nil {
+				t.Fatalf("step %d: route %+v points at a free slot", step, r)
+			}
+			used[r.Backend] = true
+		})
+		for i, be := range next.Backends {
+			if be != nil && !used[i] {
+				t.Fatalf("step %d: backend %s in slot %d is used by no route", step, be.ID(), i)
+			}
+		}
+		cur = next
+	}
+	return applied, declined
+}
+
+type changed struct {
+	key nsName
+	old *netv1.Ingress
+}
+
+// change applies one random Ingress change to in: delete, add, a rules-only
+// edit, a rewrite, or a class or annotation flip.
+func (g *fuzzGen) change(in *Input) (changed, bool) {
+	pickExisting := func() (int, bool) {
+		if len(in.Ingresses) == 0 {
+			return 0, false
+		}
+		return g.pick(len(in.Ingresses)), true
+	}
+	switch g.pick(8) {
+	case 0: // delete
+		i, ok := pickExisting()
+		if !ok {
+			return changed{}, false
+		}
+		old := in.Ingresses[i]
+		in.Ingresses = slices.Delete(slices.Clone(in.Ingresses), i, i+1)
+		return changed{nsName{old.Namespace, old.Name}, old}, true
+	case 1: // add
+		ing := g.ingress()
+		if ing == nil {
+			return changed{}, false
+		}
+		g.decorate(ing)
+		in.Ingresses = append(slices.Clone(in.Ingresses), ing)
+		return changed{nsName{ing.Namespace, ing.Name}, nil}, true
+	}
+	i, ok := pickExisting()
+	if !ok {
+		return changed{}, false
+	}
+	old := in.Ingresses[i]
+	var nw *netv1.Ingress
+	switch g.pick(6) {
+	case 0: // rewrite everything but the identity
+		nw = g.ingressAs(old.Namespace, old.Name)
+		nw.CreationTimestamp = old.CreationTimestamp
+		g.decorate(nw)
+	case 1: // class flip
+		nw = old.DeepCopy()
+		nw.Spec.IngressClassName = ptr(g.className())
+	case 2: // annotation flip
+		nw = old.DeepCopy()
+		if nw.Annotations == nil {
+			nw.Annotations = map[string]string{}
+		}
+		key := []string{annSSLRedirect, annACME}[g.pick(2)]
+		nw.Annotations[key] = g.str("true", "false", "")
+	default: // the rules only: the common edit
+		nw = old.DeepCopy()
+		nw.Spec.Rules = g.ingressAs(old.Namespace, old.Name).Spec.Rules
+	}
+	ings := slices.Clone(in.Ingresses)
+	ings[i] = nw
+	in.Ingresses = ings
+	return changed{nsName{old.Namespace, old.Name}, old}, true
+}
+
+// decorate gives ing, at random, a TLS entry (with or without hosts and
+// secretName), the ACME opt-in or the ssl-redirect opt-out.
+func (g *fuzzGen) decorate(ing *netv1.Ingress) {
+	switch g.pick(6) {
+	case 0:
+		e := netv1.IngressTLS{SecretName: g.str("web-tls", "", "other/x")}
+		if g.pick(2) == 0 {
+			e.Hosts = []string{g.str("a.example.com", "*.example.com", "x.a.example.com", "bad_host")}
+		}
+		ing.Spec.TLS = append(ing.Spec.TLS, e)
+	case 1:
+		if ing.Annotations == nil {
+			ing.Annotations = map[string]string{}
+		}
+		ing.Annotations[annACME] = "true"
+	case 2:
+		if ing.Annotations == nil {
+			ing.Annotations = map[string]string{}
+		}
+		ing.Annotations[annSSLRedirect] = "false"
+	}
+}
+
+// viewOf renders s for comparison without Version, Built and hash.
+func viewOf(t *testing.T, s *route.Snapshot) string {
+	t.Helper()
+	v := s.View()
+	v.Version, v.Built, v.Hash = 0, "", ""
+	b, err := json.MarshalIndent(v, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
