@@ -14,7 +14,7 @@
 //     rebuild time and allocations per change (from its /metrics);
 //   - the cost of one Ingress change: the time from an Ingress write that adds
 //     a path to the probe Ingress to the first request for that path answered
-//     by the pod, and the full rebuild it causes (from its /metrics).
+//     by the pod, and the rebuild it causes (from its /metrics).
 //
 // It runs a table 1/100 of the size first (-small=false skips it), each table
 // on a fresh control plane, and writes both side by side with their ratio to

@@ -112,15 +112,15 @@ func (t table) estimate(changes, ingressChanges int) time.Duration {
 	create := time.Duration(float64(t.objects()) / createRate * float64(time.Second))
 	// control plane, gateway start and stop, then per endpoint change: a
 	// probed one (10-60 ms), a quiet one and its share of the idle
-	// baseline; per Ingress change a full rebuild.
+	// baseline; per Ingress change a rebuild of its host.
 	return 20*time.Second + create + time.Duration(changes)*(50*time.Millisecond+2*changeSpacing) +
 		time.Duration(ingressChanges)*t.ingressChange()
 }
 
-// ingressChange is a rough guess of one Ingress change's write -> routed: a
-// full rebuild, about 40 µs per Ingress on this machine while probing.
+// ingressChange is a rough guess of one Ingress change's write -> routed:
+// the write, the watch event, the coalescing and a rebuild of one host.
 func (t table) ingressChange() time.Duration {
-	return 20*time.Millisecond + time.Duration(t.ingresses)*40*time.Microsecond
+	return 30*time.Millisecond + time.Duration(t.ingresses)*100*time.Nanosecond
 }
 
 // generator makes the objects of a table.
