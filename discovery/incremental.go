@@ -52,8 +52,6 @@ func newIncState(cfg TLSConfig, cls *classSet, tls *tlsResult, ings []*netv1.Ing
 		byHost: make(map[string][]nsName, len(ings)),
 		global: b.problems,
 		scoped: b.scoped,
-		slot:   make(map[backendKey]int, len(snap.Backends)),
-		refs:   make([]int, len(snap.Backends)),
 	}
 	if st.scoped == nil {
 		st.scoped = make(map[ingHost][]Problem)
@@ -65,6 +63,18 @@ func newIncState(cfg TLSConfig, cls *classSet, tls *tlsResult, ings []*netv1.Ing
 			st.byHost[h] = append(st.byHost[h], k)
 		}
 	}
+	st.rebase(snap)
+	return st
+}
+
+// rebase takes the backend layout (slots, use counts, free slots) from
+// snap. A full build whose result equals the current snapshot is not
+// published; the state must then follow the snapshot that keeps serving,
+// whose backends may sit in other slots.
+func (st *incState) rebase(snap *route.Snapshot) {
+	st.slot = make(map[backendKey]int, len(snap.Backends))
+	st.refs = make([]int, len(snap.Backends))
+	st.free = nil
 	for i, be := range snap.Backends {
 		if be == nil {
 			st.free = append(st.free, i)
@@ -73,7 +83,6 @@ func newIncState(cfg TLSConfig, cls *classSet, tls *tlsResult, ings []*netv1.Ing
 		st.slot[backendKey{be.Namespace, be.Service, be.Port}] = i
 	}
 	eachRoute(snap, func(r *route.Route) { st.refs[r.Backend]++ })
-	return st
 }
 
 // ruleHosts returns the valid, lower-case hosts ing has routable rules for

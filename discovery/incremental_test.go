@@ -101,10 +101,16 @@ func checkIncremental(t *testing.T, base, changes []byte) (applied, declined int
 			}
 		}
 		want, wantProblems := Build(in)
+		if g.pick(6) == 0 {
+			// Something else changed (an IngressClass, a Service): a full
+			// build, as the Watcher does it.
+			cur, st = fullAsWatcher(in, cur)
+			continue
+		}
 		next, problems, ok := st.applyIngresses(cur, keys, get, resolve)
 		if !ok {
 			declined++
-			cur, _, st = build(in, true)
+			cur, st = fullAsWatcher(in, cur)
 			continue
 		}
 		applied++
@@ -151,6 +157,19 @@ func checkIncremental(t *testing.T, base, changes []byte) (applied, declined int
 		cur = next
 	}
 	return applied, declined
+}
+
+// fullAsWatcher is the Watcher's full build: the new snapshot replaces cur
+// only when its hash differs; otherwise cur keeps serving and the new state
+// is rebased onto it (its backends may sit in other slots than the new
+// build's, which differ only in layout).
+func fullAsWatcher(in Input, cur *route.Snapshot) (*route.Snapshot, *incState) {
+	next, _, st := build(in, true)
+	if next.Hash() == cur.Hash() {
+		st.rebase(cur)
+		return cur, st
+	}
+	return next, st
 }
 
 type changed struct {

@@ -782,6 +782,11 @@ func (w *Watcher) buildFull(cur *route.Snapshot) {
 	w.scheduleExpiry(next, in.Now)
 	w.reportProblems(problems)
 	published := w.publish(cur, next, nil)
+	if !published && cur != nil {
+		// Same content, but the snapshot that keeps serving is cur, whose
+		// backends may sit in other slots than next's.
+		st.rebase(cur)
+	}
 	w.m.buildSeconds.Observe(time.Since(start).Seconds())
 	if published {
 		w.log.Debug("route snapshot published", "version", next.Version, "build", "full")

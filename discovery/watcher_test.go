@@ -519,3 +519,52 @@ func TestStripObject(t *testing.T) {
 		t.Fatal("tombstone lost")
 	}
 }
+
+// TestWatcherUnpublishedFullBuildKeepsLayout: incremental updates leave
+// backends in the order they came (not sorted); a full build with the same
+// content is not published, and the next incremental update must still
+// address the backends of the snapshot that kept serving. (It once took the
+// unpublished build's slots, and a route ended up on another backend.)
+func TestWatcherUnpublishedFullBuildKeepsLayout(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{}, testService("default", "zeta"), testSlice("default", "zeta-1", "zeta", "10.0.0.1"))
+	ctx := t.Context()
+	ings := h.client.NetworkingV1().Ingresses("default")
+	// zeta first, then alpha (missing Service): slots zeta=0, alpha=1,
+	// the reverse of the sorted order a full build uses.
+	if _, err := ings.Create(ctx, testIngress("default", "z", "z.example.com", "zeta"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "z routed", func() bool { return match(h.w.Snapshot(), "z.example.com") != nil })
+	if _, err := ings.Create(ctx, testIngress("default", "a", "a.example.com", "alpha"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a routed", func() bool { return match(h.w.Snapshot(), "a.example.com") != nil })
+	version := h.w.Snapshot().Version
+	// An IngressClass of another controller: a full build, same content.
+	full := h.builds("full")
+	ic := &netv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: "other"}, Spec: netv1.IngressClassSpec{Controller: "example.com/other"}}
+	if _, err := h.client.NetworkingV1().IngressClasses().Create(ctx, ic, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a full build", func() bool { return h.builds("full") > full })
+	if v := h.w.Snapshot().Version; v != version {
+		t.Fatalf("version %d after a full build with the same content, want %d", v, version)
+	}
+	// A younger Ingress claiming z's path: an incremental update of z's host.
+	y := testIngress("default", "y", "z.example.com", "alpha")
+	y.CreationTimestamp = metav1.Unix(5, 0)
+	incr := h.builds("ingresses")
+	if _, err := ings.Create(ctx, y, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an ingresses build", func() bool { return h.builds("ingresses") > incr })
+	s := h.w.Snapshot()
+	r := match(s, "z.example.com")
+	if r == nil || r.Ingress.Name != "z" {
+		t.Fatalf("z.example.com routed by %+v, want ingress z (older)", r)
+	}
+	if be := s.Backends[r.Backend]; be == nil || be.Service != "zeta" || len(be.Endpoints) != 1 {
+		t.Fatalf("z.example.com goes to backend %+v, want zeta with its endpoint", be)
+	}
+}
