@@ -26,6 +26,11 @@ type Config struct {
 	// IdleTimeout bounds the wait for the next request on a keep-alive
 	// client connection. Default 90s.
 	IdleTimeout time.Duration
+	// ParkIdleAfter is how long a keep-alive client connection waits for
+	// its next request on its own goroutine; after that it is parked until
+	// bytes arrive (or IdleTimeout passes), holding no goroutine and no
+	// read buffer (Linux only). Default 1s; negative disables parking.
+	ParkIdleAfter time.Duration
 	// MaxHeaderBytes is the per-connection read buffer, which limits the
 	// request line plus headers; larger requests get 431. It also limits
 	// an endpoint's response headers (larger: 502). Default 16384.
@@ -89,6 +94,7 @@ const (
 	DefaultReadTimeout         = 60 * time.Second
 	DefaultWriteTimeout        = 60 * time.Second
 	DefaultIdleTimeout         = 90 * time.Second
+	DefaultParkIdleAfter       = time.Second
 	DefaultMaxHeaderBytes      = 16384
 	DefaultConnectTimeout      = 5 * time.Second
 	DefaultResponseTimeout     = 60 * time.Second
@@ -109,6 +115,9 @@ func (c *Config) setDefaults() error {
 	setDur(&c.ReadTimeout, DefaultReadTimeout)
 	setDur(&c.WriteTimeout, DefaultWriteTimeout)
 	setDur(&c.IdleTimeout, DefaultIdleTimeout)
+	if c.ParkIdleAfter == 0 {
+		c.ParkIdleAfter = DefaultParkIdleAfter
+	}
 	setDur(&c.ConnectTimeout, DefaultConnectTimeout)
 	setDur(&c.ResponseTimeout, DefaultResponseTimeout)
 	setDur(&c.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)

@@ -3,11 +3,14 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,7 +57,44 @@ type conn struct {
 	reading   bool          // the current exchange has reached its response
 	reused    bool          // an earlier exchange ran on this connection
 	respBytes int64         // response bytes read in the current exchange
+
+	// Parking of idle plain-HTTP client conns (see parker). park is nil
+	// when the conn is never parked.
+	park *parker
+	fd   int // the socket, for the parker's epoll set
+	// served is set when a request's handler returns and cleared by the
+	// first byte read after it: a Read in between is fasthttp waiting for
+	// the next request.
+	served bool
+	// parkAt, when set, is the shortened read deadline in force for that
+	// wait (rd.hard keeps the idle deadline fasthttp asked for).
+	parkAt time.Time
+	// parking is set by a Read that returned errParked: fasthttp's next
+	// Close hands the conn to the parker. Close may come from another
+	// goroutine (Shutdown), hence atomic.
+	parking atomic.Bool
+	epollAdded bool // guarded by park.mu
+	// outer is the connection fasthttp serves when it is not c itself
+	// (the *tlsConn over c): the parker resumes and closes that one.
+	outer net.Conn
+	// emptyWait is set by tlsConn.Read around a read fasthttp issued with
+	// an empty read buffer (for a plain conn, Read tells that from the
+	// length of p).
+	emptyWait bool
 }
+
+// errParked ends fasthttp's loop over a connection that is being parked.
+// fasthttp treats a failed read before any byte of a request as a
+// keep-alive connection going away: no response, nothing logged. It is a
+// temporary net.Error so that crypto/tls, reading through the conn of a
+// TLS connection, passes it on without marking its connection broken.
+var errParked net.Error = parkedError{}
+
+type parkedError struct{}
+
+func (parkedError) Error() string   { return "proxy: connection parked" }
+func (parkedError) Timeout() bool   { return true }
+func (parkedError) Temporary() bool { return true }
 
 // upstreamAddr is what an upstream conn's RemoteAddr returns. fasthttp keeps
 // it in the Response of the round trip (Response.ParseNetConn), which is how
@@ -117,6 +157,15 @@ func (d *ioDeadline) next() (time.Time, bool) {
 }
 
 func (c *conn) Read(p []byte) (int, error) {
+	if !c.parkAt.IsZero() && !c.emptyWait && (c.outer != nil || len(p) != c.park.bufSize) {
+		// Not the wait with an empty read buffer (the rest of a pipelined
+		// request): the idle deadline applies as set.
+		c.parkAt = time.Time{}
+		if err := c.Conn.SetReadDeadline(c.rd.hard); err != nil {
+			c.readFailed = true
+			return 0, err
+		}
+	}
 	if c.rd.on {
 		if t, ok := c.rd.next(); ok {
 			if err := c.Conn.SetReadDeadline(t); err != nil {
@@ -138,9 +187,52 @@ func (c *conn) Read(p []byte) (int, error) {
 	if c.upstream {
 		c.reading = true
 		c.respBytes += int64(n)
+		return n, err
+	}
+	if n > 0 {
+		c.served, c.parkAt = false, time.Time{}
+		return n, err
+	}
+	if err != nil && !c.parkAt.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(c.rd.hard) {
+		// Idle for ParkIdleAfter with nothing buffered: park.
+		c.parkAt = time.Time{}
+		c.parking.Store(true)
+		return 0, errParked
 	}
 	return n, err
 }
+
+// Close closes the connection, or parks it when its last Read asked for
+// that (errParked). For a TLS connection the *tlsConn's Close decides.
+func (c *conn) Close() error {
+	if c.outer == nil && c.parking.CompareAndSwap(true, false) && c.park.park(c) {
+		return nil
+	}
+	return c.Conn.Close()
+}
+
+// closeParked closes a connection the parker holds: through TLS (which
+// sends close_notify) for a TLS connection.
+func (c *conn) closeParked() {
+	if c.outer != nil {
+		c.outer.Close()
+		return
+	}
+	c.Conn.Close()
+}
+
+// servedConn returns the connection fasthttp serves: c, or the *tlsConn over
+// it.
+func (c *conn) servedConn() net.Conn {
+	if c.outer != nil {
+		return c.outer
+	}
+	return c
+}
+
+// requestDone records that a request's handler returned: the next read
+// that finds nothing is the wait for another request.
+func (c *conn) requestDone() { c.served = true }
 
 func (c *conn) Write(p []byte) (int, error) {
 	if c.reading {
@@ -162,8 +254,17 @@ func (c *conn) Write(p []byte) (int, error) {
 
 func (c *conn) SetReadDeadline(t time.Time) error {
 	c.rd.hard, c.rd.armed = t, time.Time{}
+	c.parkAt = time.Time{}
 	if !c.upstream {
 		c.rd.on = false
+		if c.park != nil && c.served && !t.IsZero() {
+			// fasthttp starts waiting for the next request: wait
+			// ParkIdleAfter of it here, the rest parked.
+			if at := time.Now().Add(c.park.after); at.Before(t) {
+				c.parkAt = at
+				return c.Conn.SetReadDeadline(at)
+			}
+		}
 	}
 	return c.Conn.SetReadDeadline(t)
 }
@@ -189,8 +290,13 @@ func (c *conn) bodyPhase() {
 	c.rd.on, c.rd.hard, c.rd.armed = true, time.Time{}, time.Time{}
 }
 
-func newClientConn(nc net.Conn, readIdle, writeIdle time.Duration) *conn {
-	c := &conn{Conn: nc}
+func newClientConn(nc net.Conn, readIdle, writeIdle time.Duration, park *parker) *conn {
+	c := &conn{Conn: nc, fd: -1}
+	if park != nil {
+		if c.fd = socketFD(nc); c.fd >= 0 {
+			c.park = park
+		}
+	}
 	if rawIO {
 		c.sys = newSysIO(nc)
 	}
@@ -238,6 +344,7 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 type listener struct {
 	net.Listener
 	readIdle, writeIdle time.Duration
+	park                *parker // plain HTTP only; nil: never park
 
 	tls      *tls.Config // nil: plain HTTP
 	hsFailed func(error) // Config.HandshakeError; may be nil
@@ -249,14 +356,16 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := newClientConn(nc, l.readIdle, l.writeIdle)
+	c := newClientConn(nc, l.readIdle, l.writeIdle, l.park)
 	if l.tls == nil {
 		return c, nil
 	}
 	c.secure = true
 	// The handshake runs on the connection's own goroutine (first Read),
 	// never in the accept loop.
-	return &tlsConn{Conn: tls.Server(c, l.tls), raw: c, l: l}, nil
+	t := &tlsConn{Conn: tls.Server(c, l.tls), raw: c, l: l}
+	c.outer = t
+	return t, nil
 }
 
 // tlsConn is a client connection of a TLS listener. It embeds *tls.Conn so
@@ -280,7 +389,25 @@ func (t *tlsConn) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 	}
-	return t.Conn.Read(p)
+	if t.raw.park == nil || len(p) != t.raw.park.bufSize {
+		return t.Conn.Read(p)
+	}
+	// fasthttp's read buffer is empty: if TLS needs bytes from the socket
+	// now, this is the wait for the next request (crypto/tls reads the
+	// socket only once it has no plaintext left).
+	t.raw.emptyWait = true
+	n, err := t.Conn.Read(p)
+	t.raw.emptyWait = false
+	return n, err
+}
+
+// Close closes the connection, or parks it (TLS state and all) when its
+// last Read asked for that.
+func (t *tlsConn) Close() error {
+	if c := t.raw; c.parking.CompareAndSwap(true, false) && c.park.park(c) {
+		return nil
+	}
+	return t.Conn.Close()
 }
 
 func (t *tlsConn) handshakeFailed(err error) {

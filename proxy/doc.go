@@ -76,8 +76,24 @@
 // copy buffer is full, and at the end: a response that arrives whole leaves
 // with its header in one write, while streams and partial bodies are
 // forwarded as they arrive. The front server's write buffer is pooled per
-// response, so an idle keep-alive connection holds only its read buffer
-// (MaxHeaderBytes), its goroutine and the request state.
+// response.
+//
+// # Idle connections
+//
+// A keep-alive client connection (plain or TLS) that waits for its next
+// request longer than Config.ParkIdleAfter (1s) is parked (Linux): its
+// goroutine ends, fasthttp's read buffer (MaxHeaderBytes) and request
+// context go back to their pools, and the socket waits in an epoll set of a
+// single parker goroutine (park_linux.go) until bytes arrive, when fasthttp's
+// ServeConn takes it up again on a new goroutine, or until IdleTimeout, when
+// it is closed (a TLS connection with close_notify). A parked TLS
+// connection keeps its crypto/tls state. Connections busy with
+// back-to-back requests never park, so the request path pays nothing for
+// it. The switch happens only where nothing of the next request has been
+// read: fasthttp's loop is ended through its quiet keep-alive-close path
+// (a temporary error before the first byte, which crypto/tls also passes on
+// without breaking the connection), and a request that is partly buffered
+// (pipelined) is never parked. edgegate_http_parked_connections counts them.
 //
 // # Stale upstream connections
 //

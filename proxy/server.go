@@ -32,6 +32,9 @@ type Server struct {
 	pool   sync.Pool // *exchange
 
 	httpsPort []byte // ":8443" in redirect Locations, empty for 443
+
+	park      *parker // nil: idle connections are not parked
+	parkStart sync.Once
 }
 
 // New validates cfg, applies its defaults and returns a Server that is not
@@ -78,6 +81,7 @@ func New(cfg Config) (*Server, error) {
 		CloseOnShutdown: true,
 		Logger:          fastLogger{cfg.Logger},
 	}
+	s.park = newParker(cfg.ParkIdleAfter, cfg.IdleTimeout, cfg.MaxHeaderBytes, func(c net.Conn) { _ = s.srv.ServeConn(c) })
 	return s, nil
 }
 
@@ -137,7 +141,10 @@ func (s *Server) dial(addr string) (net.Conn, error) {
 
 // Serve serves HTTP on ln until Shutdown. It returns nil after Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(&listener{Listener: ln, readIdle: s.cfg.ReadTimeout, writeIdle: s.cfg.WriteTimeout})
+	if s.park != nil {
+		s.parkStart.Do(s.park.start)
+	}
+	return s.srv.Serve(&listener{Listener: ln, readIdle: s.cfg.ReadTimeout, writeIdle: s.cfg.WriteTimeout, park: s.park})
 }
 
 // ErrNoTLSConfig is returned by ServeTLS without a *tls.Config.
@@ -153,8 +160,11 @@ func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 	if cfg == nil {
 		return ErrNoTLSConfig
 	}
+	if s.park != nil {
+		s.parkStart.Do(s.park.start)
+	}
 	return s.srv.Serve(&listener{
-		Listener: ln, readIdle: s.cfg.ReadTimeout, writeIdle: s.cfg.WriteTimeout,
+		Listener: ln, readIdle: s.cfg.ReadTimeout, writeIdle: s.cfg.WriteTimeout, park: s.park,
 		tls: cfg, hsFailed: s.cfg.HandshakeError, log: s.log,
 	})
 }
@@ -173,6 +183,9 @@ func (s *Server) ListenAndServe() error {
 // requests in flight (streaming bodies included) to finish, until ctx is
 // done. Responses written meanwhile carry Connection: close.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if s.park != nil {
+		s.park.close() // parked connections are idle ones
+	}
 	return s.srv.ShutdownWithContext(ctx)
 }
 
@@ -182,7 +195,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // edgegate_upstream_errors_total and
 // edgegate_upstream_stale_retries_total. Reading them costs nothing per
 // request (atomics read at scrape time).
-func (s *Server) Collectors() []prometheus.Collector { return s.m.collectors() }
+func (s *Server) Collectors() []prometheus.Collector {
+	cs := s.m.collectors()
+	if p := s.park; p != nil {
+		cs = append(cs,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "edgegate_http_parked_connections",
+				Help: "Idle keep-alive client connections parked (no goroutine, no read buffer) until their next request.",
+			}, func() float64 { return float64(p.n.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "edgegate_http_connection_parks_total",
+				Help: "Times an idle keep-alive client connection was parked.",
+			}, func() float64 { return float64(p.parks.Load()) }),
+		)
+	}
+	return cs
+}
 
 // Prune forgets the per-route metric keys of routes snap no longer holds.
 // Call it after publishing snap; counts are kept (under the route's labels)
@@ -392,6 +420,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.recovered(ctx, &st, p)
+		}
+		if c := clientConnOf(ctx.Conn()); c != nil {
+			c.requestDone()
 		}
 	}()
 	s.proxy(ctx, &st)

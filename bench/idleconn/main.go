@@ -17,7 +17,9 @@
 //  3. open -conns connections and send one keep-alive request on each (it is
 //     proxied to the pod: the realistic idle state is a connection that has
 //     served a request), keep them all open and idle;
-//  4. settle again, force two collections, record again; per connection is
+//  4. settle again (idle plain-HTTP connections park after 1 s, and the
+//     worker goroutines they leave are stopped within 20 s), force two
+//     collections, record again; per connection is
 //     (after - baseline) / conns, for RSS, heap in use and goroutine stacks;
 //  5. send a second request on every connection to prove none was closed
 //     during the measurement, then close them.
@@ -82,7 +84,7 @@ func main() {
 	flag.StringVar(&o.httpExtra, "http-config", "", "extra TOML lines for the gateway's [http] section, e.g. 'max_header_bytes = 4096'")
 	flag.StringVar(&o.label, "label", "", "what is measured, for the results file (default: the binary and config)")
 	env := flag.String("env", "", "space-separated KEY=VALUE pairs added to the gateway's environment")
-	flag.DurationVar(&o.settle, "settle", 12*time.Second, "wait before each measurement (above the 4s upstream idle timeout and fasthttp's 10s idle-worker timeout)")
+	flag.DurationVar(&o.settle, "settle", 25*time.Second, "wait before each measurement: above the 4s upstream idle timeout, and above the 1s after which idle plain-HTTP connections park plus twice fasthttp's 10s idle-worker timeout (its worker goroutines, freed by parking, are stopped by a sweep every 10s)")
 	flag.DurationVar(&o.idleTimeout, "idle-timeout", 10*time.Minute, "the gateway's http.idle_timeout: long enough that no connection closes during the run")
 	flag.StringVar(&o.out, "out", "", "markdown results file (default bench/results/idleconn.md)")
 	flag.StringVar(&o.profileDir, "profiles", "", "directory to keep the heap profiles in (default: a temp dir, removed)")

@@ -1,0 +1,275 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgegate/edgegate/route"
+)
+
+// Parked idle connections, as a client sees them: a keep-alive connection
+// idle past ParkIdleAfter is parked (counted, no goroutine) and serves its
+// next request as if nothing happened; a parked connection is closed at
+// its idle timeout, when the client goes away, and on Shutdown; pipelined
+// and partial requests are never cut.
+
+const testParkAfter = 50 * time.Millisecond
+
+func parkHarness(t *testing.T, idle time.Duration) *harness {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	h := newHarness(t, func(c *Config) {
+		c.ParkIdleAfter = testParkAfter
+		c.IdleTimeout = idle
+		c.ReadTimeout = idle
+	})
+	echo := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
+	})
+	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("echo", echo))
+	return h
+}
+
+func (h *harness) parked() int64 { return h.srv.park.n.Load() }
+
+func (h *harness) waitParked(t *testing.T, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); h.parked() != n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections parked, want %d", h.parked(), n)
+		}
+	}
+}
+
+func get(t *testing.T, c net.Conn, br *bufio.Reader, path string) string {
+	t.Helper()
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+	code, body := readResponse(t, br)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s: %d %q", path, code, body)
+	}
+	return body
+}
+
+func TestParkAndResume(t *testing.T) {
+	t.Parallel()
+	h := parkHarness(t, 10*time.Second)
+	c, br := dialProxy(t, h)
+	for i := range 3 {
+		if got, want := get(t, c, br, fmt.Sprintf("/r%d", i)), fmt.Sprintf("/r%d 0", i); got != want {
+			t.Fatalf("request %d: %q, want %q", i, got, want)
+		}
+		h.waitParked(t, 1)
+	}
+	// A request with a body after parking, then parked again.
+	fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+	if code, body := readResponse(t, br); code != 200 || body != "/up 5" {
+		t.Fatalf("POST after parking: %d %q", code, body)
+	}
+	h.waitParked(t, 1)
+	if n := h.srv.park.parks.Load(); n < 4 {
+		t.Errorf("%d parks counted, want 4", n)
+	}
+}
+
+// TestParkBusyConnectionNotParked: back-to-back requests never wait long
+// enough to park.
+func TestParkBusyConnectionNotParked(t *testing.T) {
+	t.Parallel()
+	h := parkHarness(t, 10*time.Second)
+	c, br := dialProxy(t, h)
+	for i := range 50 {
+		get(t, c, br, fmt.Sprintf("/b%d", i))
+	}
+	if n := h.srv.park.parks.Load(); n != 0 {
+		t.Errorf("%d parks during back-to-back requests, want 0", n)
+	}
+}
+
+func TestParkedIdleTimeout(t *testing.T) {
+	t.Parallel()
+	h := parkHarness(t, 400*time.Millisecond)
+	c, br := dialProxy(t, h)
+	get(t, c, br, "/")
+	h.waitParked(t, 1)
+	start := time.Now()
+	closedByServer(t, c, br)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("parked connection closed after %s, idle timeout 400ms", d)
+	}
+	h.waitParked(t, 0)
+}
+
+func TestParkedClientCloses(t *testing.T) {
+	t.Parallel()
+	h := parkHarness(t, 10*time.Second)
+	c, br := dialProxy(t, h)
+	get(t, c, br, "/")
+	h.waitParked(t, 1)
+	before := testutil.ToFloat64(h.srv.m.badRequests)
+	c.(*net.TCPConn).SetLinger(0) // a reset, as clients often close
+	c.Close()
+	h.waitParked(t, 0)
+	time.Sleep(50 * time.Millisecond)
+	if after := testutil.ToFloat64(h.srv.m.badRequests); after != before {
+		t.Errorf("a parked client going away counted %v bad requests", after-before)
+	}
+}
+
+// TestParkPipelined: a request that arrives with the previous one, and one
+// whose second half comes after longer than ParkIdleAfter, are both
+// served: only an empty read buffer parks.
+func TestParkPipelined(t *testing.T) {
+	t.Parallel()
+	h := parkHarness(t, 10*time.Second)
+	c, br := dialProxy(t, h)
+	io.WriteString(c, "GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHo")
+	if code, body := readResponse(t, br); code != 200 || body != "/p1 0" {
+		t.Fatalf("first pipelined: %d %q", code, body)
+	}
+	time.Sleep(4 * testParkAfter)
+	if h.parked() != 0 {
+		t.Fatal("parked with half a request buffered")
+	}
+	io.WriteString(c, "st: x\r\n\r\n")
+	if code, body := readResponse(t, br); code != 200 || body != "/p2 0" {
+		t.Fatalf("second pipelined: %d %q", code, body)
+	}
+}
+
+func TestParkShutdown(t *testing.T) {
+	t.Parallel()
+	h := parkHarness(t, 10*time.Second)
+	var conns []net.Conn
+	var readers []*bufio.Reader
+	for range 5 {
+		c, br := dialProxy(t, h)
+		get(t, c, br, "/")
+		conns, readers = append(conns, c), append(readers, br)
+	}
+	h.waitParked(t, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	for i, c := range conns {
+		closedByServer(t, c, readers[i])
+	}
+	if h.parked() != 0 {
+		t.Errorf("%d still parked after Shutdown", h.parked())
+	}
+}
+
+// TestParkManyConnections parks many connections at once and serves each
+// again, concurrently.
+func TestParkManyConnections(t *testing.T) {
+	t.Parallel()
+	h := parkHarness(t, 10*time.Second)
+	const n = 200
+	conns := make([]net.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	for i := range n {
+		conns[i], readers[i] = dialProxy(t, h)
+		get(t, conns[i], readers[i], "/")
+	}
+	h.waitParked(t, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			fmt.Fprintf(conns[i], "GET /again%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+			resp, err := http.ReadResponse(readers[i], nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := fmt.Sprintf("/again%d 0", i); string(b) != want {
+				errs <- fmt.Errorf("conn %d: %q, want %q", i, b, want)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	h.waitParked(t, n)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(h.srv.Collectors()...)
+	want := fmt.Sprintf(`
+# HELP edgegate_http_parked_connections Idle keep-alive client connections parked (no goroutine, no read buffer) until their next request.
+# TYPE edgegate_http_parked_connections gauge
+edgegate_http_parked_connections %d
+`, n)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "edgegate_http_parked_connections"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestParkTLS: a TLS keep-alive connection parks with its TLS state and
+// resumes on the same session (no new handshake); at its idle timeout the
+// client gets a close_notify.
+func TestParkTLS(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	th := newTLSHarness(t, func(c *Config) {
+		c.ParkIdleAfter = testParkAfter
+		c.IdleTimeout = 600 * time.Millisecond
+		c.ReadTimeout = 600 * time.Millisecond
+	})
+	echo := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
+	})
+	th.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("echo", echo))
+
+	raw, err := net.Dial("tcp", th.tlsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(20 * time.Second))
+	c := tls.Client(raw, &tls.Config{RootCAs: th.roots, ServerName: "secure.example"})
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		if got, want := get(t, c, br, fmt.Sprintf("/t%d", i)), fmt.Sprintf("/t%d 0", i); got != want {
+			t.Fatalf("request %d: %q, want %q", i, got, want)
+		}
+		th.waitParked(t, 1)
+	}
+	fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+	if code, body := readResponse(t, br); code != 200 || body != "/up 3" {
+		t.Fatalf("POST after parking: %d %q", code, body)
+	}
+	if n := th.hsErrors.Load(); n != 0 {
+		t.Errorf("%d handshake errors", n)
+	}
+	th.waitParked(t, 1)
+	// Idle timeout while parked: a clean TLS close (io.EOF after
+	// close_notify), not a reset.
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("parked TLS connection at its idle timeout: %v, want io.EOF (close_notify)", err)
+	}
+	th.waitParked(t, 0)
+}
