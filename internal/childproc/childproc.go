@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -175,13 +177,50 @@ func (p *Proc) LogTail() string {
 
 // FreePort returns a loopback TCP port that was free a moment ago. Callers
 // retry when a child then fails to bind it (see ErrAddrInUse).
+//
+// It picks at random below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range): a port the kernel hands out (":0") can be
+// taken, between this check and the child's bind, as the source port of
+// any outgoing connection on the machine (client-go, etcd, a test's HTTP
+// client), which made tests fail with "address already in use".
 func FreePort() (int, error) {
+	low := ephemeralLow()
+	if low > freePortMin+1000 {
+		for range 200 {
+			port := freePortMin + rand.IntN(low-freePortMin)
+			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+				l.Close()
+				return port, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("pick free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freePortMin is the lowest port FreePort picks.
+const freePortMin = 10000
+
+// ephemeralLow returns the first port of the kernel's ephemeral range
+// (32768 when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return n
 }
 
 // CacheDir is where a harness keeps binaries it builds: $envVar when set,

@@ -3,8 +3,10 @@ package childproc
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +90,25 @@ func TestCheckExecutablesAndCacheDir(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", "/cache")
 	if got := CacheDir("EDGEGATE_TEST_DIR", "x-v1"); got != "/cache/edgegate/x-v1" {
 		t.Errorf("CacheDir = %q", got)
+	}
+}
+
+// TestFreePortOutsideEphemeralRange: the port can be bound, and it is not
+// one the kernel could hand out as an outgoing connection's source port.
+func TestFreePortOutsideEphemeralRange(t *testing.T) {
+	low := ephemeralLow()
+	for range 20 {
+		port, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if low > freePortMin+1000 && (port < freePortMin || port >= low) {
+			t.Fatalf("port %d outside [%d, %d)", port, freePortMin, low)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			t.Fatalf("port %d not bindable: %v", port, err)
+		}
+		l.Close()
 	}
 }

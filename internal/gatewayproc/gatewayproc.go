@@ -15,10 +15,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/edgegate/edgegate/internal/childproc"
 )
 
 // Build compiles the edgegate binary from the module containing this package
@@ -238,12 +241,11 @@ func (g *Gateway) LogTail(n int) string {
 
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
 func FreeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := childproc.FreePort()
 	if err != nil {
 		panic(fmt.Sprintf("gatewayproc: no free port: %v", err))
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 type syncBuffer struct {
