@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"runtime"
@@ -272,4 +273,96 @@ func TestParkTLS(t *testing.T) {
 		t.Errorf("parked TLS connection at its idle timeout: %v, want io.EOF (close_notify)", err)
 	}
 	th.waitParked(t, 0)
+}
+
+// TestParkChurn: clients whose pauses straddle ParkIdleAfter, so that
+// requests arrive just before, during and after parking, with bodies and
+// pipelined pairs; every response must be the right one, in order.
+func TestParkChurn(t *testing.T) {
+	t.Parallel()
+	h := parkHarness(t, 10*time.Second)
+	churn(t, h, func() (net.Conn, error) { return net.Dial("tcp", h.addr) })
+}
+
+// TestParkChurnTLS is TestParkChurn over TLS.
+func TestParkChurnTLS(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	th := newTLSHarness(t, func(c *Config) { c.ParkIdleAfter = testParkAfter })
+	echo := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
+	})
+	th.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("echo", echo))
+	churn(t, th.harness, func() (net.Conn, error) {
+		return tls.Dial("tcp", th.tlsAddr, &tls.Config{RootCAs: th.roots, ServerName: "secure.example"})
+	})
+}
+
+func churn(t *testing.T, h *harness, dial func() (net.Conn, error)) {
+	t.Helper()
+	const clients, requests = 40, 30
+	errs := make(chan error, clients)
+	for ci := range clients {
+		go func() {
+			errs <- func() error {
+				rng := rand.New(rand.NewPCG(uint64(ci), 9))
+				c, err := dial()
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(60 * time.Second))
+				br := bufio.NewReader(c)
+				expect := func(want string) error {
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						return fmt.Errorf("client %d: waiting for %q: %w", ci, want, err)
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if string(b) != want {
+						return fmt.Errorf("client %d: got %q, want %q", ci, b, want)
+					}
+					return nil
+				}
+				for i := range requests {
+					// Pauses around the park delay, and some none.
+					time.Sleep(time.Duration(rng.IntN(int(3 * testParkAfter))))
+					switch rng.IntN(3) {
+					case 0:
+						fmt.Fprintf(c, "GET /c%d/%d HTTP/1.1\r\nHost: x\r\n\r\n", ci, i)
+						if err := expect(fmt.Sprintf("/c%d/%d 0", ci, i)); err != nil {
+							return err
+						}
+					case 1:
+						body := strings.Repeat("b", rng.IntN(5000))
+						fmt.Fprintf(c, "POST /c%d/%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", ci, i, len(body), body)
+						if err := expect(fmt.Sprintf("/c%d/%d %d", ci, i, len(body))); err != nil {
+							return err
+						}
+					case 2:
+						fmt.Fprintf(c, "GET /c%d/%d/a HTTP/1.1\r\nHost: x\r\n\r\nGET /c%d/%d/b HTTP/1.1\r\nHost: x\r\n\r\n", ci, i, ci, i)
+						if err := expect(fmt.Sprintf("/c%d/%d/a 0", ci, i)); err != nil {
+							return err
+						}
+						if err := expect(fmt.Sprintf("/c%d/%d/b 0", ci, i)); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := h.srv.park.parks.Load(); n == 0 {
+		t.Error("no connection parked: the test did not exercise parking")
+	}
 }
