@@ -84,6 +84,7 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		ReadTimeout:         time.Duration(cfg.HTTP.ReadTimeout),
 		WriteTimeout:        time.Duration(cfg.HTTP.WriteTimeout),
 		IdleTimeout:         time.Duration(cfg.HTTP.IdleTimeout),
+		ParkIdleAfter:       parkIdleAfter(time.Duration(cfg.HTTP.ParkIdleAfter)),
 		MaxHeaderBytes:      cfg.HTTP.MaxHeaderBytes,
 		ConnectTimeout:      time.Duration(cfg.Upstream.ConnectTimeout),
 		ResponseTimeout:     time.Duration(cfg.Upstream.ResponseTimeout),
@@ -298,4 +299,13 @@ func buildInfo() prometheus.Collector {
 	})
 	g.Set(1)
 	return g
+}
+
+// parkIdleAfter maps http.park_idle_after to proxy.Config.ParkIdleAfter,
+// where 0 means the default and a negative value disables parking.
+func parkIdleAfter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

@@ -104,6 +104,12 @@ type HTTPConfig struct {
 	// Default 120s.
 	IdleTimeout Duration `toml:"idle_timeout"`
 
+	// ParkIdleAfter is how long an idle keep-alive client connection (HTTP
+	// or HTTPS) keeps its goroutine and read buffer; after that it is
+	// parked until its next request arrives (Linux). "0s" disables
+	// parking. Default 1s.
+	ParkIdleAfter Duration `toml:"park_idle_after"`
+
 	// MaxHeaderBytes bounds the request line plus headers; larger requests
 	// get 431. Default 16384.
 	MaxHeaderBytes int `toml:"max_header_bytes"`
@@ -267,6 +273,7 @@ func Default() *Config {
 			ReadTimeout:     Duration(60 * time.Second), // slow uploads still fit
 			WriteTimeout:    Duration(60 * time.Second),
 			IdleTimeout:     Duration(120 * time.Second), // longer than most client pools' idle time
+			ParkIdleAfter:   Duration(time.Second),       // busy connections never park
 			MaxHeaderBytes:  16 << 10,                    // 16 KiB: large cookies fit, abuse does not
 			ShutdownTimeout: Duration(30 * time.Second),  // Kubernetes' default termination grace
 			AccessLog:       false,

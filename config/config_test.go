@@ -477,6 +477,8 @@ func TestValidation(t *testing.T) {
 		{"zero burst", "kubeconfig = \"/k\"\nburst = 0", "kubernetes.burst: must be positive"},
 		{"zero read timeout", "kubeconfig = \"/k\"\n[http]\nread_timeout = \"0s\"", ""},
 		{"zero idle timeout", "kubeconfig = \"/k\"\n[http]\nidle_timeout = \"0s\"", "http.idle_timeout: must be positive"},
+		{"parking off", "kubeconfig = \"/k\"\n[http]\npark_idle_after = \"0s\"", ""},
+		{"negative park", "kubeconfig = \"/k\"\n[http]\npark_idle_after = \"-1s\"", "http.park_idle_after"},
 		{"zero shutdown", "kubeconfig = \"/k\"\n[http]\nshutdown_timeout = \"0s\"", "http.shutdown_timeout: must be positive"},
 		{"zero header bytes", "kubeconfig = \"/k\"\n[http]\nmax_header_bytes = 0", "http.max_header_bytes: must be positive"},
 		{"named port", "kubeconfig = \"/k\"\n[http]\nlisten = \":http\"", `http.listen: ":http": port "http" is not a number`},

@@ -25,6 +25,7 @@ func (c *Config) validate() []Problem {
 	httpOK := v.listen("http.listen", c.HTTP.Listen)
 	v.nonNegative("http.read_timeout", c.HTTP.ReadTimeout)
 	v.nonNegative("http.write_timeout", c.HTTP.WriteTimeout)
+	v.nonNegative("http.park_idle_after", c.HTTP.ParkIdleAfter)
 	v.positive("http.idle_timeout", c.HTTP.IdleTimeout)
 	v.positiveInt("http.max_header_bytes", c.HTTP.MaxHeaderBytes)
 	v.positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
