@@ -31,27 +31,35 @@ func report(o options, rs []result) string {
 	}
 	fmt.Fprintf(&b, "Measured: %s (default settings otherwise: http.max_header_bytes 16384, GOGC 100).\n\n", label)
 	b.WriteString("**Target: under 8 KiB per idle keep-alive client connection.**\n\n")
-	b.WriteString("| connection | idle conns | RSS / conn | heap + stacks / conn | heap in use / conn | goroutine stacks / conn | goroutines / conn | RSS delta | target |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| connection | idle conns | RSS / conn | heap + stacks / conn | heap in use / conn | goroutine stacks / conn | goroutines / conn | freed, not yet returned / conn | RSS delta | target |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range rs {
 		n := float64(r.conns)
 		rss := float64(r.after.rss-r.base.rss) / n
 		heap := (r.after.m["go_memstats_heap_inuse_bytes"] - r.base.m["go_memstats_heap_inuse_bytes"]) / n
 		stack := (r.after.m["go_memstats_stack_inuse_bytes"] - r.base.m["go_memstats_stack_inuse_bytes"]) / n
 		gor := (r.after.m["go_goroutines"] - r.base.m["go_goroutines"]) / n
+		// Heap the runtime has freed but not yet given back to the
+		// kernel (it scavenges gradually): resident, yet not in use.
+		kept := func(m map[string]float64) float64 {
+			return m["go_memstats_heap_idle_bytes"] - m["go_memstats_heap_released_bytes"]
+		}
+		retained := (kept(r.after.m) - kept(r.base.m)) / n
 		verdict := "met"
 		if worst := max(rss, heap+stack); worst >= target {
 			verdict = fmt.Sprintf("missed (%.1fx)", worst/target)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %.2f | %.0f MiB | %s |\n", modeName[r.mode], r.conns,
-			perConn(rss), perConn(heap+stack), perConn(heap), perConn(stack), gor, rss*n/(1<<20), verdict)
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %.2f | %s | %.0f MiB | %s |\n", modeName[r.mode], r.conns,
+			perConn(rss), perConn(heap+stack), perConn(heap), perConn(stack), gor, perConn(retained), rss*n/(1<<20), verdict)
 	}
 	b.WriteString("\nEach column is (with the idle connections - baseline) / connections. RSS is VmRSS of the gateway process " +
 		"(/proc/PID/status); heap and stacks are `go_memstats_heap_inuse_bytes` and `go_memstats_stack_inuse_bytes` from its " +
 		"admin /metrics. The target counts as met only if both RSS and heap + stacks are under it: RSS counts only the pages " +
 		"a process has touched, so in a fresh process a buffer that only ever held a small request is partly not resident " +
 		"(RSS below heap + stacks), while buffers reused after larger requests are resident in full; and RSS also holds freed " +
-		"heap the runtime keeps for the next GC cycle (TLS handshakes leave much of it), so it can be above heap + stacks too.\n\n")
+		"heap the runtime keeps for the next GC cycle (TLS handshakes leave much of it), so it can be above heap + stacks too. " +
+		"\"Freed, not yet returned\" is `go_memstats_heap_idle_bytes - go_memstats_heap_released_bytes`: heap the runtime freed " +
+		"(after the burst of connections each served its request) and still holds resident, returning it to the kernel gradually.\n\n")
 	for _, r := range rs {
 		if r.base.slab > 0 && r.after.slab > 0 {
 			fmt.Fprintf(&b, "Kernel slab memory (machine-wide /proc/meminfo Slab, both ends of each loopback connection, other load included, so rough), "+
