@@ -58,7 +58,7 @@ type conn struct {
 	reused    bool          // an earlier exchange ran on this connection
 	respBytes int64         // response bytes read in the current exchange
 
-	// Parking of idle plain-HTTP client conns (see parker). park is nil
+	// Parking of idle client conns, plain or TLS (see parker). park is nil
 	// when the conn is never parked.
 	park *parker
 	fd   int // the socket, for the parker's epoll set
@@ -72,7 +72,7 @@ type conn struct {
 	// parking is set by a Read that returned errParked: fasthttp's next
 	// Close hands the conn to the parker. Close may come from another
 	// goroutine (Shutdown), hence atomic.
-	parking atomic.Bool
+	parking    atomic.Bool
 	epollAdded bool // guarded by park.mu
 	// outer is the connection fasthttp serves when it is not c itself
 	// (the *tlsConn over c): the parker resumes and closes that one.
@@ -344,7 +344,7 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 type listener struct {
 	net.Listener
 	readIdle, writeIdle time.Duration
-	park                *parker // plain HTTP only; nil: never park
+	park                *parker // nil: never park
 
 	tls      *tls.Config // nil: plain HTTP
 	hsFailed func(error) // Config.HandshakeError; may be nil

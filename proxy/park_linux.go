@@ -10,7 +10,8 @@ import (
 
 // parker holds the client keep-alive connections that have waited for
 // their next request longer than Config.ParkIdleAfter, so that an idle
-// connection costs its socket and a few hundred bytes instead of a
+// connection costs its socket objects (and, for TLS, crypto/tls state)
+// instead of a
 // goroutine stack and fasthttp's read buffer (see "Idle connections" in
 // the package doc).
 //
@@ -24,8 +25,8 @@ import (
 // with fasthttp's ServeConn on a new goroutine; it closes the ones whose idle
 // deadline passed.
 type parker struct {
-	after   time.Duration // ParkIdleAfter
-	bufSize int           // fasthttp's read buffer size (ReadBufferSize)
+	after   time.Duration  // ParkIdleAfter
+	bufSize int            // fasthttp's read buffer size (ReadBufferSize)
 	serve   func(net.Conn) // resumes a connection (fasthttp ServeConn)
 
 	epfd  int
