@@ -11,9 +11,8 @@ import (
 // parker holds the client keep-alive connections that have waited for
 // their next request longer than Config.ParkIdleAfter, so that an idle
 // connection costs its socket objects (and, for TLS, crypto/tls state)
-// instead of a
-// goroutine stack and fasthttp's read buffer (see "Idle connections" in
-// the package doc).
+// instead of a goroutine stack and fasthttp's read buffer (see "Idle
+// connections" in the package doc).
 //
 // A conn is parked from its own goroutine: conn.Read, finding the shortened
 // idle deadline expired with fasthttp's read buffer empty, returns
