@@ -10,13 +10,15 @@
 // loop then applies the change at one of three speeds and publishes the
 // result through an atomic pointer:
 //
-//   - EndpointSlices only: the endpoint lists of the affected backends are
-//     replaced copy-on-write (route.Snapshot.WithBackends).
+//   - EndpointSlices and Services: the backends of the affected Services
+//     are resolved again and replaced copy-on-write
+//     (route.Snapshot.WithBackends); when a backend's error changes (its
+//     Service or port appeared or vanished), a full build follows.
 //   - Ingresses only, touching nothing but their rules: the tables of the
 //     hosts they name, before and after, are rebuilt and the rest shared
 //     (incState, route.Snapshot.Patch), with the same result as Build.
-//   - Anything else (IngressClass, Service, Secret, an Ingress's TLS,
-//     ACME or default backend): Build, from everything.
+//   - Anything else (IngressClass, Secret, an Ingress's TLS, ACME or
+//     default backend): Build, from everything.
 package discovery
 
 import (

@@ -106,6 +106,40 @@ func FuzzBuild(f *testing.F) {
 			if fullSnap, _ := Build(without); fullSnap.Hash() != next.Hash() {
 				t.Fatalf("dropping the slices of %s: endpoint path hash %x, full build %x", be.ID(), next.Hash(), fullSnap.Hash())
 			}
+
+			// A changed Service goes the same way (the Watcher re-resolves
+			// its backends): its ports renamed or renumbered, the path
+			// either agrees with a full build or asks for one.
+			if svc := svcs[k]; svc != nil {
+				changed := svc.DeepCopy()
+				for i := range changed.Spec.Ports {
+					switch seed[2] % 3 {
+					case 0:
+						changed.Spec.Ports[i].Name = ""
+					case 1:
+						changed.Spec.Ports[i].Port++
+					case 2:
+						changed.Spec.Ports[i].Name = "http"
+					}
+				}
+				backends, changedIx, full := reresolve(s1, k, changed, sls[k], nil, nil)
+				if !full {
+					next := s1
+					if len(changedIx) > 0 {
+						next = s1.WithBackends(backends)
+					}
+					with := in
+					with.Services = slices.Clone(in.Services)
+					for i, x := range with.Services {
+						if x == svc {
+							with.Services[i] = changed
+						}
+					}
+					if fullSnap, _ := Build(with); fullSnap.Hash() != next.Hash() {
+						t.Fatalf("changing Service %s/%s: endpoint path hash %x, full build %x", k.ns, k.name, next.Hash(), fullSnap.Hash())
+					}
+				}
+			}
 		}
 	})
 }

@@ -179,7 +179,7 @@ func newMetrics() metrics {
 		}, []string{"kind"}),
 		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgegate_snapshot_builds_total",
-			Help: "Snapshot builds, published or not: full (everything), ingresses (the hosts of changed Ingresses only) or endpoints (endpoint lists only).",
+			Help: "Snapshot builds, published or not: full (everything), ingresses (the hosts of changed Ingresses only) or endpoints (the backends of changed Services and EndpointSlices only).",
 		}, []string{"kind"}),
 		secretEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgegate_secret_events_total",
@@ -614,15 +614,6 @@ func (w *Watcher) rebuild() {
 	w.mu.Unlock()
 
 	cur := w.snap.Load()
-	if !all && cur != nil {
-		// A Service no backend refers to cannot change the snapshot.
-		for k := range svcs {
-			if len(cur.BackendsOf(k.ns, k.name)) > 0 {
-				all = true
-				break
-			}
-		}
-	}
 	if all || cur == nil || w.inc == nil {
 		w.buildFull(cur)
 		return
@@ -633,6 +624,16 @@ func (w *Watcher) rebuild() {
 			return
 		}
 		cur = w.snap.Load()
+	}
+	// A Service reaches the snapshot only through the backends that use it
+	// (ResolveEndpoints), as its EndpointSlices do: re-resolving those
+	// backends is the endpoint path, which takes a full build when a
+	// backend's error (and with it the Problems) changes.
+	for k := range svcs {
+		if eps == nil {
+			eps = make(map[nsName]bool)
+		}
+		eps[k] = true
 	}
 	if len(eps) > 0 {
 		w.buildEndpoints(cur, eps)
@@ -845,10 +846,10 @@ func (w *Watcher) scheduleExpiry(next *route.Snapshot, now time.Time) {
 	w.expiry = time.AfterFunc(d, func() { w.onRoutes() })
 }
 
-// buildEndpoints replaces the endpoints of the backends of the Services in
-// eps, sharing everything else with cur. When a backend's error changes
-// (its Service or port appeared or vanished) it falls back to a full build
-// so the Problems stay accurate.
+// buildEndpoints re-resolves the backends of the Services in eps (their
+// EndpointSlices or the Service itself changed), sharing everything else
+// with cur. When a backend's error changes (its Service or port appeared or
+// vanished) it falls back to a full build so the Problems stay accurate.
 func (w *Watcher) buildEndpoints(cur *route.Snapshot, eps map[nsName]bool) {
 	start := time.Now()
 	w.m.builds.WithLabelValues("endpoints").Inc()

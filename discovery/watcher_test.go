@@ -568,3 +568,73 @@ func TestWatcherUnpublishedFullBuildKeepsLayout(t *testing.T) {
 		t.Fatalf("z.example.com goes to backend %+v, want zeta with its endpoint", be)
 	}
 }
+
+// TestWatcherServiceChanges: a Service change goes through the endpoint
+// path: one that does not change what its backends resolve to publishes
+// nothing; a port rename that moves the endpoints' port re-resolves them;
+// one that breaks the backend (its port gone) takes a full build, so the
+// route answers 503 and the Problem is logged; restoring it routes again.
+func TestWatcherServiceChanges(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{}, testIngress("default", "web", "a.example.com", "web"), testService("default", "web"),
+		testSlice("default", "web-1", "web", "10.0.0.1"))
+	ctx := t.Context()
+	svcs := h.client.CoreV1().Services("default")
+	backend := func() *route.Backend {
+		s := h.w.Snapshot()
+		if r := match(s, "a.example.com"); r != nil {
+			return s.Backends[r.Backend]
+		}
+		return nil
+	}
+	if be := backend(); be == nil || len(be.Addrs) != 1 || be.Addrs[0] != "10.0.0.1:8080" {
+		t.Fatalf("initial backend %+v", be)
+	}
+
+	// An annotation: nothing to publish, no full build.
+	full, eps, pubs := h.builds("full"), h.builds("endpoints"), h.pubs.Load()
+	svc := testService("default", "web")
+	svc.Annotations = map[string]string{"note": "x"}
+	svc.ResourceVersion = "2"
+	if _, err := svcs.Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an endpoints build", func() bool { return h.builds("endpoints") > eps })
+	if h.builds("full") != full || h.pubs.Load() != pubs {
+		t.Errorf("annotation change: full builds %v -> %v, publishes %d -> %d; want neither", full, h.builds("full"), pubs, h.pubs.Load())
+	}
+
+	// The Service port 80 loses its name: the slice's port "http" no longer
+	// matches it, so the backend has no endpoints (not an error).
+	svc = svc.DeepCopy()
+	svc.Spec.Ports[0].Name = ""
+	svc.ResourceVersion = "3"
+	if _, err := svcs.Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the endpoints gone", func() bool { be := backend(); return be != nil && len(be.Addrs) == 0 && be.Error == "" })
+	if h.builds("full") != full {
+		t.Errorf("port rename took a full build")
+	}
+
+	// Port 80 gone: the backend's error changes, a full build reports it.
+	svc = svc.DeepCopy()
+	svc.Spec.Ports[0].Port = 81
+	svc.ResourceVersion = "4"
+	if _, err := svcs.Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the backend error", func() bool { be := backend(); return be != nil && strings.Contains(be.Error, "has no port 80") })
+	if h.builds("full") <= full {
+		t.Error("a backend error appeared without a full build")
+	}
+	waitFor(t, "the problem logged", func() bool { return strings.Contains(h.logs.String(), "has no port 80") })
+
+	// Restored: routed again.
+	svc = testService("default", "web")
+	svc.ResourceVersion = "5"
+	if _, err := svcs.Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the backend restored", func() bool { be := backend(); return be != nil && be.Error == "" && len(be.Addrs) == 1 })
+}
