@@ -190,7 +190,18 @@ func (c *conn) Read(p []byte) (int, error) {
 		return n, err
 	}
 	if n > 0 {
-		c.served, c.parkAt = false, time.Time{}
+		c.served = false
+		if !c.parkAt.IsZero() {
+			c.parkAt = time.Time{}
+			if c.outer != nil {
+				// crypto/tls may need more of this record from the socket
+				// before fasthttp sees a byte and sets its own deadline:
+				// the shortened one must not cut that read.
+				if derr := c.Conn.SetReadDeadline(c.rd.hard); derr != nil && err == nil {
+					err = derr
+				}
+			}
+		}
 		return n, err
 	}
 	if err != nil && !c.parkAt.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(c.rd.hard) {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -364,5 +365,59 @@ func churn(t *testing.T, h *harness, dial func() (net.Conn, error)) {
 	}
 	if n := h.srv.park.parks.Load(); n == 0 {
 		t.Error("no connection parked: the test did not exercise parking")
+	}
+}
+
+// splitConn writes each Write in two halves with a pause between them.
+type splitConn struct {
+	net.Conn
+	pause time.Duration
+	split atomic.Bool // armed: split the next Write
+}
+
+func (s *splitConn) Write(p []byte) (int, error) {
+	if !s.split.Swap(false) || len(p) < 2 {
+		return s.Conn.Write(p)
+	}
+	n, err := s.Conn.Write(p[:len(p)/2])
+	if err != nil {
+		return n, err
+	}
+	time.Sleep(s.pause)
+	m, err := s.Conn.Write(p[len(p)/2:])
+	return n + m, err
+}
+
+// TestParkTLSRecordAcrossParkDeadline: a TLS record whose first half
+// arrives before the park deadline and whose second half arrives after it
+// is read whole: the request is answered, not dropped. (crypto/tls reads the
+// record's bytes through the socket before fasthttp sees one, so the park
+// deadline once stayed armed under it and closed the connection.)
+func TestParkTLSRecordAcrossParkDeadline(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	th := newTLSHarness(t, func(c *Config) { c.ParkIdleAfter = 200 * time.Millisecond })
+	echo := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
+	})
+	th.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("echo", echo))
+	raw, err := net.Dial("tcp", th.tlsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(20 * time.Second))
+	sc := &splitConn{Conn: raw, pause: 400 * time.Millisecond}
+	c := tls.Client(sc, &tls.Config{RootCAs: th.roots, ServerName: "secure.example"})
+	br := bufio.NewReader(c)
+	get(t, c, br, "/first")
+	// Idle for less than the park delay, then a record split across it.
+	time.Sleep(50 * time.Millisecond)
+	sc.split.Store(true)
+	if got, want := get(t, c, br, "/second"), "/second 0"; got != want {
+		t.Fatalf("%q, want %q", got, want)
 	}
 }
