@@ -81,8 +81,8 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 
 	pcfg := proxy.Config{
 		Listen:              cfg.HTTP.Listen,
-		ReadTimeout:         time.Duration(cfg.HTTP.ReadTimeout),
-		WriteTimeout:        time.Duration(cfg.HTTP.WriteTimeout),
+		ReadTimeout:         noLimitIfZero(time.Duration(cfg.HTTP.ReadTimeout)),
+		WriteTimeout:        noLimitIfZero(time.Duration(cfg.HTTP.WriteTimeout)),
 		IdleTimeout:         time.Duration(cfg.HTTP.IdleTimeout),
 		ParkIdleAfter:       parkIdleAfter(time.Duration(cfg.HTTP.ParkIdleAfter)),
 		MaxHeaderBytes:      cfg.HTTP.MaxHeaderBytes,
@@ -303,7 +303,12 @@ func buildInfo() prometheus.Collector {
 
 // parkIdleAfter maps http.park_idle_after to proxy.Config.ParkIdleAfter,
 // where 0 means the default and a negative value disables parking.
-func parkIdleAfter(d time.Duration) time.Duration {
+func parkIdleAfter(d time.Duration) time.Duration { return noLimitIfZero(d) }
+
+// noLimitIfZero maps a config duration where "0s" means none (no limit,
+// never) to the proxy's convention, where 0 means the default and a
+// negative value means none.
+func noLimitIfZero(d time.Duration) time.Duration {
 	if d <= 0 {
 		return -1
 	}

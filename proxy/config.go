@@ -18,10 +18,11 @@ type Config struct {
 	// ReadTimeout bounds reading a request's line and headers together
 	// with the first 8 KiB of a body of known length (read with them), and,
 	// while the rest of a request body streams to the endpoint, the gap
-	// between two reads of it. Default 60s.
+	// between two reads of it. Default 60s; negative: no limit.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds one write to the client: a client that stops
-	// reading a response for this long is disconnected. Default 60s.
+	// reading a response for this long is disconnected. Default 60s;
+	// negative: no limit.
 	WriteTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a keep-alive
 	// client connection. Default 90s.
@@ -112,8 +113,12 @@ func (c *Config) setDefaults() error {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
-	setDur(&c.ReadTimeout, DefaultReadTimeout)
-	setDur(&c.WriteTimeout, DefaultWriteTimeout)
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
 	setDur(&c.IdleTimeout, DefaultIdleTimeout)
 	if c.ParkIdleAfter == 0 {
 		c.ParkIdleAfter = DefaultParkIdleAfter

@@ -147,8 +147,10 @@ func (p *parker) run() {
 		for _, c := range ready {
 			// A new fasthttp loop: its first read (one byte, under the
 			// header deadline) is not a wait between requests, and any
-			// error there ends the connection quietly.
+			// error there ends the connection quietly. The expired park
+			// deadline goes: fasthttp sets none when ReadTimeout is off.
 			c.served = false
+			c.SetReadDeadline(time.Time{})
 			go p.serve(c.servedConn())
 		}
 		for _, c := range expired {

@@ -421,3 +421,30 @@ func TestParkTLSRecordAcrossParkDeadline(t *testing.T) {
 		t.Fatalf("%q, want %q", got, want)
 	}
 }
+
+// TestParkWithoutReadTimeout: with no read timeout (http.read_timeout =
+// "0s") fasthttp sets no deadline when it takes a parked connection up
+// again, so the expired park deadline must not be left on the socket: the
+// next request is served.
+func TestParkWithoutReadTimeout(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	h := newHarness(t, func(c *Config) {
+		c.ParkIdleAfter = testParkAfter
+		c.ReadTimeout = -1
+	})
+	if h.srv.srv.ReadTimeout != 0 {
+		t.Fatalf("fasthttp ReadTimeout %v with Config.ReadTimeout -1, want 0 (none)", h.srv.srv.ReadTimeout)
+	}
+	echo := backend(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.URL.Path) })
+	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("echo", echo))
+	c, br := dialProxy(t, h)
+	for i := range 3 {
+		if got, want := get(t, c, br, fmt.Sprintf("/n%d", i)), fmt.Sprintf("/n%d", i); got != want {
+			t.Fatalf("request %d: %q, want %q", i, got, want)
+		}
+		h.waitParked(t, 1)
+	}
+}

@@ -58,7 +58,7 @@ func New(cfg Config) (*Server, error) {
 		ErrorHandler: s.badRequest,
 		// Header phase only: the handler switches a request with a body to
 		// per-read timeouts (conn.bodyPhase).
-		ReadTimeout: cfg.ReadTimeout,
+		ReadTimeout: max(cfg.ReadTimeout, 0), // negative: no limit
 		IdleTimeout: cfg.IdleTimeout,
 		// WriteTimeout is enforced per write by conn: fasthttp's would
 		// bound a whole streamed response.
