@@ -7,140 +7,49 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/edgegate/edgegate/internal/gatewayproc"
 )
 
-// gateway is one edgegate process. The tool writes the config itself rather
-// than through gatewayproc.Start: that generator writes the [http] and
-// [admin] sections, so neither http.idle_timeout (which must outlast the
-// run), http.max_header_bytes (for -http-config) nor admin.pprof (to force
-// a collection and take heap profiles) could be set through its Extra.
+// gateway is one edgegate process, with HTTPS on, admin.pprof on (to force
+// collections and take heap profiles) and an http.idle_timeout that
+// outlasts the run.
 type gateway struct {
-	httpAddr, httpsAddr, adminAddr string
-	logPath                        string
-
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	*gatewayproc.Gateway
 }
 
 func startGateway(ctx context.Context, o options, kubeconfig, dir string) (*gateway, error) {
-	g := &gateway{
-		httpAddr: gatewayproc.FreeAddr(), httpsAddr: gatewayproc.FreeAddr(), adminAddr: gatewayproc.FreeAddr(),
-		logPath: filepath.Join(dir, "gateway.log"), done: make(chan struct{}),
-	}
-	cfg := fmt.Sprintf(`[kubernetes]
-kubeconfig = %q
-
-[http]
-listen = %q
-idle_timeout = %q
-shutdown_timeout = "5s"
-%s
-
-[https]
-listen = %q
-
-[admin]
-listen = %q
-pprof = true
-
-[log]
-level = "warn"
-`, kubeconfig, g.httpAddr, o.idleTimeout.String(), o.httpExtra, g.httpsAddr, g.adminAddr)
-	path := filepath.Join(dir, "gateway.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(g.logPath)
+	g, err := gatewayproc.Start(ctx, gatewayproc.Options{
+		Bin: o.bin, Dir: dir, Kubeconfig: kubeconfig,
+		HTTPExtra:  fmt.Sprintf("idle_timeout = %q\n%s\n", o.idleTimeout.String(), o.httpExtra),
+		AdminExtra: "pprof = true\n",
+		LogLevel:   "warn",
+		Env:        o.env,
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	g.cmd = exec.Command(o.bin, "-config", path)
-	g.cmd.Stdout, g.cmd.Stderr = logf, logf
-	if len(o.env) > 0 {
-		g.cmd.Env = append(os.Environ(), o.env...)
-	}
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := g.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start edgegate: %w", err)
-	}
-	go func() { g.err = g.cmd.Wait(); close(g.done) }()
-	if err := g.waitReady(ctx, 60*time.Second); err != nil {
-		g.stop()
-		return nil, err
-	}
-	return g, nil
-}
-
-func (g *gateway) pid() int { return g.cmd.Process.Pid }
-
-func (g *gateway) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	c := &http.Client{Timeout: time.Second}
-	for {
-		select {
-		case <-g.done:
-			return fmt.Errorf("edgegate exited before ready: %v\n%s", g.err, g.logTail())
-		default:
-		}
-		if resp, err := c.Get("http://" + g.adminAddr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("edgegate not ready after %s\n%s", timeout, g.logTail())
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return &gateway{g}, nil
 }
 
 // alive reports an error if the process has exited.
 func (g *gateway) alive() error {
 	select {
-	case <-g.done:
-		return fmt.Errorf("edgegate exited: %v\n%s", g.err, g.logTail())
+	case <-g.Done():
+		return fmt.Errorf("edgegate exited: %v\n%s", g.Err(), g.LogTail(30))
 	default:
 		return nil
 	}
 }
 
-func (g *gateway) stop() {
-	_ = g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.done:
-	case <-time.After(15 * time.Second):
-		_ = g.cmd.Process.Kill()
-		<-g.done
-	}
-}
-
-func (g *gateway) logTail() string {
-	b, _ := os.ReadFile(g.logPath)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (g *gateway) stop() { _ = g.Stop(15 * time.Second) }
 
 // nofile is the gateway's soft RLIMIT_NOFILE, from /proc/PID/limits.
 func (g *gateway) nofile() (uint64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/limits", g.pid()))
+	f, err := os.Open(fmt.Sprintf("/proc/%d/limits", g.PID()))
 	if err != nil {
 		return 0, err
 	}
@@ -153,7 +62,7 @@ func (g *gateway) nofile() (uint64, error) {
 			}
 		}
 	}
-	return 0, fmt.Errorf("no Max open files in /proc/%d/limits", g.pid())
+	return 0, fmt.Errorf("no Max open files in /proc/%d/limits", g.PID())
 }
 
 // sample is the gateway's memory at one point.
@@ -172,7 +81,7 @@ func (g *gateway) gcAndSample(profile string) (sample, error) {
 	var s sample
 	c := &http.Client{Timeout: 30 * time.Second}
 	for i := 0; i < 2; i++ {
-		if err := get(c, "http://"+g.adminAddr+"/debug/pprof/heap?gc=1", io.Discard); err != nil {
+		if err := get(c, "http://"+g.AdminAddr+"/debug/pprof/heap?gc=1", io.Discard); err != nil {
 			return s, fmt.Errorf("force GC: %w", err)
 		}
 	}
@@ -180,19 +89,19 @@ func (g *gateway) gcAndSample(profile string) (sample, error) {
 	if err != nil {
 		return s, err
 	}
-	err = get(c, "http://"+g.adminAddr+"/debug/pprof/heap", f)
+	err = get(c, "http://"+g.AdminAddr+"/debug/pprof/heap", f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return s, fmt.Errorf("heap profile: %w", err)
 	}
-	if s.rss, err = procRSS(g.pid()); err != nil {
+	if s.rss, err = procRSS(g.PID()); err != nil {
 		return s, err
 	}
 	s.slab = meminfo("Slab")
 	var b strings.Builder
-	if err := get(c, "http://"+g.adminAddr+"/metrics", &b); err != nil {
+	if err := get(c, "http://"+g.AdminAddr+"/metrics", &b); err != nil {
 		return s, fmt.Errorf("metrics: %w", err)
 	}
 	s.m = parseMetrics(b.String())

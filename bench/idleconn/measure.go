@@ -145,15 +145,15 @@ func measure(ctx context.Context, o options, mode, kubeconfig, dir string, p *po
 	if r.nofile < uint64(o.conns)+100 {
 		return r, fmt.Errorf("gateway's RLIMIT_NOFILE is %d, too low for %d connections", r.nofile, o.conns)
 	}
-	c := &client{addr: g.httpAddr}
+	c := &client{addr: g.HTTPAddr}
 	if mode == "https" {
-		c = &client{addr: g.httpsAddr, tls: &tls.Config{
+		c = &client{addr: g.HTTPSAddr, tls: &tls.Config{
 			ServerName:         host,
 			InsecureSkipVerify: true, // the gateway's self-signed default certificate
 			NextProtos:         []string{"http/1.1"},
 		}}
 	}
-	log.Printf("[%s] edgegate pid %d, RLIMIT_NOFILE %d; waiting for the route", mode, g.pid(), r.nofile)
+	log.Printf("[%s] edgegate pid %d, RLIMIT_NOFILE %d; waiting for the route", mode, g.PID(), r.nofile)
 	if err := waitRoute(c, 30*time.Second); err != nil {
 		return r, err
 	}

@@ -73,8 +73,9 @@ type Options struct {
 	// Extra is appended verbatim to the generated TOML (more sections or
 	// keys for sections the generator does not write).
 	Extra string
-	// KubernetesExtra is appended inside the [kubernetes] section.
-	KubernetesExtra string
+	// KubernetesExtra, HTTPExtra and AdminExtra are appended inside the
+	// [kubernetes], [http] and [admin] sections.
+	KubernetesExtra, HTTPExtra, AdminExtra string
 	// LogLevel is the [log] level; default "debug".
 	LogLevel string
 	// Stdout, if set, also receives the gateway's log output.
@@ -129,16 +130,16 @@ kubeconfig = %q
 [http]
 listen = %q
 shutdown_timeout = "10s"
-
+%s
 [https]
 listen = %q
 %s
 [admin]
 listen = %q
-
+%s
 [log]
 level = %q
-%s`, o.Kubeconfig, o.KubernetesExtra, o.HTTPListen, o.HTTPSListen, o.HTTPSExtra, o.AdminListen, o.LogLevel, o.Extra)
+%s`, o.Kubeconfig, o.KubernetesExtra, o.HTTPListen, o.HTTPExtra, o.HTTPSListen, o.HTTPSExtra, o.AdminListen, o.AdminExtra, o.LogLevel, o.Extra)
 	path := filepath.Join(o.Dir, "gateway.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
