@@ -73,11 +73,7 @@ func checkIncremental(t *testing.T, base, changes []byte) (applied, declined int
 	for _, ing := range in.Ingresses {
 		g.decorate(ing)
 	}
-	svcs, sls := indexObjects(in.Services, in.Slices)
-	resolve := func(k backendKey) ([]string, string) {
-		n := nsName{k.ns, k.svc}
-		return ResolveEndpoints(k.ns, k.svc, k.port, svcs[n], sls[n])
-	}
+	resolve := resolverOf(in)
 	get := func(k nsName) *netv1.Ingress {
 		for _, ing := range in.Ingresses {
 			if ing.Namespace == k.ns && ing.Name == k.name {
@@ -157,6 +153,16 @@ func checkIncremental(t *testing.T, base, changes []byte) (applied, declined int
 		cur = next
 	}
 	return applied, declined
+}
+
+// resolverOf resolves backends against the Services and EndpointSlices of
+// in, as the Watcher does against its caches.
+func resolverOf(in Input) func(backendKey) ([]string, string) {
+	svcs, sls := indexObjects(in.Services, in.Slices)
+	return func(k backendKey) ([]string, string) {
+		n := nsName{k.ns, k.svc}
+		return ResolveEndpoints(k.ns, k.svc, k.port, svcs[n], sls[n])
+	}
 }
 
 // fullAsWatcher is the Watcher's full build: the new snapshot replaces cur

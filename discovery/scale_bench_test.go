@@ -213,13 +213,7 @@ func BenchmarkEndpointPublish(b *testing.B) {
 	for _, n := range scaleSizes {
 		in := scaleInput(n)
 		b.Run(fmt.Sprintf("ingresses=%d", n), func(b *testing.B) {
-			reg := balancer.NewRegistry(balancer.RegistryConfig{})
-			w, err := New(Config{Client: fake.NewClientset(), Registry: reg, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			first, _ := Build(in)
-			w.publish(nil, first, nil)
+			w, _ := publishedWatcher(b, in)
 			s := len(in.Services) / 2
 			k := nsName{"scale", scaleServiceName(s)}
 			svc := in.Services[s]
@@ -328,13 +322,7 @@ func BenchmarkFullPublish(b *testing.B) {
 	for _, n := range scaleSizes {
 		in := scaleInput(n)
 		b.Run(fmt.Sprintf("ingresses=%d", n), func(b *testing.B) {
-			reg := balancer.NewRegistry(balancer.RegistryConfig{})
-			w, err := New(Config{Client: fake.NewClientset(), Registry: reg, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			first, _ := Build(in)
-			w.publish(nil, first, nil)
+			w, _ := publishedWatcher(b, in)
 			// The informer caches list in map order: shuffle, as they do.
 			rng := rand.New(rand.NewPCG(1, 2))
 			rng.Shuffle(len(in.Ingresses), func(i, j int) { in.Ingresses[i], in.Ingresses[j] = in.Ingresses[j], in.Ingresses[i] })
@@ -364,18 +352,8 @@ func BenchmarkIngressChange(b *testing.B) {
 	for _, n := range scaleSizes {
 		in := scaleInput(n)
 		b.Run(fmt.Sprintf("ingresses=%d", n), func(b *testing.B) {
-			reg := balancer.NewRegistry(balancer.RegistryConfig{})
-			w, err := New(Config{Client: fake.NewClientset(), Registry: reg, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			first, _, st := build(in, true)
-			w.publish(nil, first, nil)
-			svcs, sls := indexObjects(in.Services, in.Slices)
-			resolve := func(k backendKey) ([]string, string) {
-				n := nsName{k.ns, k.svc}
-				return ResolveEndpoints(k.ns, k.svc, k.port, svcs[n], sls[n])
-			}
+			w, st := publishedWatcher(b, in)
+			resolve := resolverOf(in)
 			target := in.Ingresses[len(in.Ingresses)/2]
 			key := []nsName{{target.Namespace, target.Name}}
 			var cur *netv1.Ingress
@@ -397,4 +375,17 @@ func BenchmarkIngressChange(b *testing.B) {
 			}
 		})
 	}
+}
+
+// publishedWatcher returns a Watcher (fake clientset, a registry of its own)
+// that has published a full build of in, and the build's incremental state.
+func publishedWatcher(tb testing.TB, in Input) (*Watcher, *incState) {
+	tb.Helper()
+	w, err := New(Config{Client: fake.NewClientset(), Registry: balancer.NewRegistry(balancer.RegistryConfig{}), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	first, _, st := build(in, true)
+	w.publish(nil, first, nil)
+	return w, st
 }

@@ -122,8 +122,10 @@ type Watcher struct {
 	mu        sync.Mutex
 	dirtyAll  bool            // IngressClass changed, or anything a full build must see
 	dirtyIngs map[nsName]bool // Ingresses changed
-	dirtySvcs map[nsName]bool // Services changed
-	dirtyEps  map[nsName]bool // EndpointSlices of these Services changed
+	// dirtySvcs are the Services whose backends must be resolved again:
+	// the Service or one of its EndpointSlices changed. A Service reaches
+	// the snapshot only through those backends (ResolveEndpoints).
+	dirtySvcs map[nsName]bool
 	// secretRefs is the reverse index: the Secrets the current snapshot's
 	// certificates come from (set after each full build). A change to any
 	// other Secret cannot change the snapshot.
@@ -509,10 +511,10 @@ func (w *Watcher) onSlice(objs ...any) {
 			continue
 		}
 		if k, ok := sliceServiceKey(o); ok {
-			if w.dirtyEps == nil {
-				w.dirtyEps = make(map[nsName]bool)
+			if w.dirtySvcs == nil {
+				w.dirtySvcs = make(map[nsName]bool)
 			}
-			w.dirtyEps[k] = true
+			w.dirtySvcs[k] = true
 		}
 	}
 	w.mu.Unlock()
@@ -592,7 +594,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	// The first build reads everything: what the handlers recorded so far
 	// is covered by it.
 	w.mu.Lock()
-	w.dirtyAll, w.dirtyIngs, w.dirtySvcs, w.dirtyEps = false, nil, nil, nil
+	w.dirtyAll, w.dirtyIngs, w.dirtySvcs = false, nil, nil
 	w.mu.Unlock()
 	defer func() {
 		if w.expiry != nil {
@@ -609,8 +611,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 // rebuild runs on the builder goroutine after a burst of changes.
 func (w *Watcher) rebuild() {
 	w.mu.Lock()
-	all, ings, svcs, eps := w.dirtyAll, w.dirtyIngs, w.dirtySvcs, w.dirtyEps
-	w.dirtyAll, w.dirtyIngs, w.dirtySvcs, w.dirtyEps = false, nil, nil, nil
+	all, ings, svcs := w.dirtyAll, w.dirtyIngs, w.dirtySvcs
+	w.dirtyAll, w.dirtyIngs, w.dirtySvcs = false, nil, nil
 	w.mu.Unlock()
 
 	cur := w.snap.Load()
@@ -625,18 +627,10 @@ func (w *Watcher) rebuild() {
 		}
 		cur = w.snap.Load()
 	}
-	// A Service reaches the snapshot only through the backends that use it
-	// (ResolveEndpoints), as its EndpointSlices do: re-resolving those
-	// backends is the endpoint path, which takes a full build when a
-	// backend's error (and with it the Problems) changes.
-	for k := range svcs {
-		if eps == nil {
-			eps = make(map[nsName]bool)
-		}
-		eps[k] = true
-	}
-	if len(eps) > 0 {
-		w.buildEndpoints(cur, eps)
+	// The endpoint path takes a full build itself when a backend's error
+	// (and with it the Problems) changes.
+	if len(svcs) > 0 {
+		w.buildEndpoints(cur, svcs)
 	}
 }
 
@@ -846,16 +840,16 @@ func (w *Watcher) scheduleExpiry(next *route.Snapshot, now time.Time) {
 	w.expiry = time.AfterFunc(d, func() { w.onRoutes() })
 }
 
-// buildEndpoints re-resolves the backends of the Services in eps (their
+// buildEndpoints re-resolves the backends of the Services in svcs (their
 // EndpointSlices or the Service itself changed), sharing everything else
 // with cur. When a backend's error changes (its Service or port appeared or
 // vanished) it falls back to a full build so the Problems stay accurate.
-func (w *Watcher) buildEndpoints(cur *route.Snapshot, eps map[nsName]bool) {
+func (w *Watcher) buildEndpoints(cur *route.Snapshot, svcs map[nsName]bool) {
 	start := time.Now()
 	w.m.builds.WithLabelValues("endpoints").Inc()
 	var backends []*route.Backend
 	var changed []int
-	for k := range eps {
+	for k := range svcs {
 		if len(cur.BackendsOf(k.ns, k.name)) == 0 {
 			continue
 		}
