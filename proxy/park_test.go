@@ -39,12 +39,53 @@ func parkHarness(t *testing.T, idle time.Duration) *harness {
 		c.IdleTimeout = idle
 		c.ReadTimeout = idle
 	})
+	publishEcho(t, h)
+	return h
+}
+
+// parkTLSHarness is parkHarness with a TLS listener; mod may change the
+// config further.
+func parkTLSHarness(t *testing.T, mod func(*Config)) *tlsHarness {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	th := newTLSHarness(t, func(c *Config) {
+		c.ParkIdleAfter = testParkAfter
+		if mod != nil {
+			mod(c)
+		}
+	})
+	publishEcho(t, th.harness)
+	return th
+}
+
+// publishEcho routes everything to a pod answering "PATH BODYLEN".
+func publishEcho(t *testing.T, h *harness) {
+	t.Helper()
 	echo := backend(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
 	})
 	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("echo", echo))
-	return h
+}
+
+// dialTLS opens a TLS connection to th's TLS listener through wrap (nil:
+// the plain TCP conn).
+func dialTLS(t *testing.T, th *tlsHarness, wrap func(net.Conn) net.Conn) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	raw, err := net.Dial("tcp", th.tlsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(20 * time.Second)) // the test's own safety net
+	var nc net.Conn = raw
+	if wrap != nil {
+		nc = wrap(raw)
+	}
+	c := tls.Client(nc, &tls.Config{RootCAs: th.roots, ServerName: "secure.example"})
+	return c, bufio.NewReader(c)
 }
 
 func (h *harness) parked() int64 { return h.srv.park.n.Load() }
@@ -127,7 +168,13 @@ func TestParkedClientCloses(t *testing.T) {
 	c.(*net.TCPConn).SetLinger(0) // a reset, as clients often close
 	c.Close()
 	h.waitParked(t, 0)
-	time.Sleep(50 * time.Millisecond)
+	// Resumed, it reads the reset and ends: wait until fasthttp is done
+	// with it, then nothing may have been counted.
+	for deadline := time.Now().Add(10 * time.Second); h.srv.srv.GetOpenConnectionsCount() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open", h.srv.srv.GetOpenConnectionsCount())
+		}
+	}
 	if after := testutil.ToFloat64(h.srv.m.badRequests); after != before {
 		t.Errorf("a parked client going away counted %v bad requests", after-before)
 	}
@@ -232,28 +279,11 @@ edgegate_http_parked_connections %d
 // client gets a close_notify.
 func TestParkTLS(t *testing.T) {
 	t.Parallel()
-	if runtime.GOOS != "linux" {
-		t.Skip("parking is Linux-only")
-	}
-	th := newTLSHarness(t, func(c *Config) {
-		c.ParkIdleAfter = testParkAfter
+	th := parkTLSHarness(t, func(c *Config) {
 		c.IdleTimeout = 600 * time.Millisecond
 		c.ReadTimeout = 600 * time.Millisecond
 	})
-	echo := backend(t, func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
-	})
-	th.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("echo", echo))
-
-	raw, err := net.Dial("tcp", th.tlsAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(20 * time.Second))
-	c := tls.Client(raw, &tls.Config{RootCAs: th.roots, ServerName: "secure.example"})
-	br := bufio.NewReader(c)
+	c, br := dialTLS(t, th, nil)
 	for i := range 3 {
 		if got, want := get(t, c, br, fmt.Sprintf("/t%d", i)), fmt.Sprintf("/t%d 0", i); got != want {
 			t.Fatalf("request %d: %q, want %q", i, got, want)
@@ -288,15 +318,7 @@ func TestParkChurn(t *testing.T) {
 // TestParkChurnTLS is TestParkChurn over TLS.
 func TestParkChurnTLS(t *testing.T) {
 	t.Parallel()
-	if runtime.GOOS != "linux" {
-		t.Skip("parking is Linux-only")
-	}
-	th := newTLSHarness(t, func(c *Config) { c.ParkIdleAfter = testParkAfter })
-	echo := backend(t, func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
-	})
-	th.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("echo", echo))
+	th := parkTLSHarness(t, nil)
 	churn(t, th.harness, func() (net.Conn, error) {
 		return tls.Dial("tcp", th.tlsAddr, &tls.Config{RootCAs: th.roots, ServerName: "secure.example"})
 	})
@@ -395,24 +417,12 @@ func (s *splitConn) Write(p []byte) (int, error) {
 // deadline once stayed armed under it and closed the connection.)
 func TestParkTLSRecordAcrossParkDeadline(t *testing.T) {
 	t.Parallel()
-	if runtime.GOOS != "linux" {
-		t.Skip("parking is Linux-only")
-	}
-	th := newTLSHarness(t, func(c *Config) { c.ParkIdleAfter = 200 * time.Millisecond })
-	echo := backend(t, func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
+	th := parkTLSHarness(t, func(c *Config) { c.ParkIdleAfter = 200 * time.Millisecond })
+	var sc *splitConn
+	c, br := dialTLS(t, th, func(raw net.Conn) net.Conn {
+		sc = &splitConn{Conn: raw, pause: 400 * time.Millisecond}
+		return sc
 	})
-	th.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("echo", echo))
-	raw, err := net.Dial("tcp", th.tlsAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(20 * time.Second))
-	sc := &splitConn{Conn: raw, pause: 400 * time.Millisecond}
-	c := tls.Client(sc, &tls.Config{RootCAs: th.roots, ServerName: "secure.example"})
-	br := bufio.NewReader(c)
 	get(t, c, br, "/first")
 	// Idle for less than the park delay, then a record split across it.
 	time.Sleep(50 * time.Millisecond)
@@ -438,11 +448,10 @@ func TestParkWithoutReadTimeout(t *testing.T) {
 	if h.srv.srv.ReadTimeout != 0 {
 		t.Fatalf("fasthttp ReadTimeout %v with Config.ReadTimeout -1, want 0 (none)", h.srv.srv.ReadTimeout)
 	}
-	echo := backend(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.URL.Path) })
-	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("echo", echo))
+	publishEcho(t, h)
 	c, br := dialProxy(t, h)
 	for i := range 3 {
-		if got, want := get(t, c, br, fmt.Sprintf("/n%d", i)), fmt.Sprintf("/n%d", i); got != want {
+		if got, want := get(t, c, br, fmt.Sprintf("/n%d", i)), fmt.Sprintf("/n%d 0", i); got != want {
 			t.Fatalf("request %d: %q, want %q", i, got, want)
 		}
 		h.waitParked(t, 1)

@@ -113,7 +113,7 @@ func (s *sysIO) Read(nc net.Conn, p []byte) (int, error) {
 	case err != nil:
 		return 0, opError(err, "read", nc)
 	case e != 0:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: nc.LocalAddr(), Addr: nc.RemoteAddr(), Err: os.NewSyscallError("read", e)}
+		return 0, opError(os.NewSyscallError("read", e), "read", nc)
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -133,7 +133,7 @@ func (s *sysIO) Write(nc net.Conn, p []byte) (int, error) {
 	case err != nil:
 		return n, opError(err, "write", nc)
 	case e != 0:
-		return n, &net.OpError{Op: "write", Net: "tcp", Source: nc.LocalAddr(), Addr: nc.RemoteAddr(), Err: os.NewSyscallError("write", e)}
+		return n, opError(os.NewSyscallError("write", e), "write", nc)
 	}
 	return n, nil
 }
