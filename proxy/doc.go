@@ -53,7 +53,7 @@
 // write to a client that stopped reading. IdleTimeout bounds the wait for
 // the next request on a keep-alive connection.
 //
-// Upstream side: ConnectTimeout bounds the dial (failure: 502).
+// Upstream side: ConnectTimeout bounds the dial (refused: 502, timed out: 504).
 // ResponseTimeout bounds every wait on the endpoint: for the response
 // headers after the request was sent, and between two reads of the response
 // body or two writes of the request body (nginx's proxy_read_timeout and
@@ -119,8 +119,25 @@
 // A request whose body streams from the client (every request with a body,
 // as the front server streams them) is never replayed, whatever its
 // method: part of the body has left the client connection, and sending a
-// truncated body again would be worse than the 502. Dial failures (502),
-// busy pools (503) and timeouts (504) are never retried here.
+// truncated body again would be worse than the 502. Dial failures (502, or
+// 504 when timed out), busy pools (503) and timeouts (504) are never retried
+// here.
+//
+// # Requests answered at the edge
+//
+// CONNECT and TRACE get 405 (a reverse proxy tunnels nothing, and TRACE
+// would reflect credentials). A Host header with bytes no host has, or
+// userinfo in it or in an absolute-form target ("u:p@host", an error by RFC
+// 9110 4.2.4), gets 400: fasthttp would turn userinfo into an Authorization
+// header for the endpoint.
+//
+// # HTTP/1.0 clients
+//
+// Their requests go to the endpoint as HTTP/1.1, so its connection is pooled
+// and its response framed. A response of unknown length (chunked by the
+// endpoint) cannot be chunked to an HTTP/1.0 client: it is written on the
+// hijacked connection without a length and ended by closing it
+// (exchange.sendUntilClose).
 //
 // # Not supported yet
 //

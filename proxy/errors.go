@@ -23,6 +23,12 @@ var (
 	bodyHeaderTooLarge = []byte("edgegate: request header fields too large\n")
 	bodyInternal       = []byte("edgegate: internal error\n")
 	bodyRedirect       = []byte("edgegate: this site is served over https\n")
+
+	bodyMethodNotAllowed = []byte("edgegate: method not allowed\n")
+	methodConnect        = []byte("CONNECT")
+	methodTrace          = []byte("TRACE")
+	hdrAllow             = []byte("Allow")
+	allowedMethods       = []byte("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 )
 
 // classifyErr sorts a failed endpoint round trip.
@@ -30,6 +36,11 @@ func classifyErr(err error) errKind {
 	var de *dialError
 	switch {
 	case errors.As(err, &de):
+		if isTimeout(de.err) {
+			// No answer to the SYN within the dial timeout: an upstream
+			// timeout (504), like nginx's proxy_connect_timeout.
+			return errTimeout
+		}
 		return errConnect
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return errBusy
@@ -41,7 +52,7 @@ func classifyErr(err error) errKind {
 }
 
 // statusOf maps an error kind to the client's status and body: connect and
-// reset 502, timeout 504, busy 503.
+// reset 502, timeout (connect or response) 504, busy 503.
 func statusOf(k errKind) (int, []byte) {
 	switch k {
 	case errTimeout:

@@ -195,7 +195,31 @@ var (
 	protoHTTPS   = []byte("https")
 	commaSpace   = []byte(", ")
 	canonTrailer = "Trailer"
+	protoHTTP10  = []byte("HTTP/1.0")
+	protoHTTP11  = []byte("HTTP/1.1")
 )
+
+// hostByte marks the bytes a Host header may hold (RFC 3986 reg-name,
+// IPv4 and IP-literal, and the port): unreserved, sub-delims, '%' of
+// pct-encoding, ':' and the brackets. Not '@' (userinfo), '/', '?', '#',
+// '\\', space or controls.
+var hostByte = func() (t [256]bool) {
+	for _, c := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:[]") {
+		t[c] = true
+	}
+	return t
+}()
+
+// validHost reports whether a Host header value (possibly empty, as
+// HTTP/1.0 allows) holds only bytes a host and port can be made of.
+func validHost(h []byte) bool {
+	for _, c := range h {
+		if !hostByte[c] {
+			return false
+		}
+	}
+	return true
+}
 
 // rewriteRequest prepares a received request header for the endpoint: it
 // removes the hop-by-hop headers (the fixed list, Expect, which the front

@@ -197,8 +197,8 @@ func (rs *requestStats) Collect(ch chan<- prometheus.Metric) {
 type errKind uint8
 
 const (
-	errConnect errKind = iota // dial refused, unreachable or timed out: 502
-	errTimeout                // no response (headers or body bytes) within ResponseTimeout: 504
+	errConnect errKind = iota // dial refused or unreachable: 502
+	errTimeout                // dial timed out, or no response (headers or body bytes) within ResponseTimeout: 504
 	errReset                  // connection reset/closed or malformed response: 502
 	errBusy                   // MaxConnsPerEndpoint reached: 503
 	numErrKinds

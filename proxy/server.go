@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -439,6 +440,21 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 		s.acmeChallenge(ctx, st)
 		return
 	}
+	if m := ctx.Method(); bytes.Equal(m, methodConnect) || bytes.Equal(m, methodTrace) {
+		// A reverse proxy tunnels nothing, and TRACE would echo the
+		// request (with whatever credentials it carries) back.
+		ctx.Response.Header.SetCanonical(hdrAllow, allowedMethods)
+		s.reply(ctx, st, fasthttp.StatusMethodNotAllowed, bodyMethodNotAllowed)
+		return
+	}
+	if !validHost(ctx.Request.Header.Host()) || len(ctx.URI().Username()) > 0 || len(ctx.URI().Password()) > 0 {
+		// RFC 9110 4.2.4: userinfo in an http(s) authority is an error;
+		// fasthttp would turn it into an Authorization header.
+		s.m.badRequests.Inc()
+		s.reply(ctx, st, fasthttp.StatusBadRequest, bodyBadRequest)
+		ctx.SetConnectionClose()
+		return
+	}
 	snap := s.cfg.Snapshot()
 	if snap == nil {
 		s.reply(ctx, st, fasthttp.StatusServiceUnavailable, bodyNotReady)
@@ -477,11 +493,7 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 	x := s.acquireExchange()
 	st.x = x
 	req := &ctx.Request
-	switch h := req.Header.Host(); {
-	case len(host) == 0:
-		// HTTP/1.0 without Host: the endpoint still needs one.
-		req.Header.SetHost(ep.Addr)
-	case !equalFoldBytes(h, host):
+	if h := req.Header.Host(); len(host) > 0 && !equalFoldBytes(h, host) {
 		// Absolute-form target: its host wins over the Host header
 		// (RFC 9112, 3.2.2) and is what was routed on.
 		req.Header.SetHostBytes(host)
@@ -495,6 +507,21 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 		proto = protoHTTPS
 	}
 	rewriteRequest(&req.Header, &x.sc, ip, port, proto)
+	if len(host) == 0 {
+		// HTTP/1.0 without Host: the endpoint still needs one (set after
+		// the rewrite, so it is not taken for the client's X-Forwarded-Host).
+		req.Header.SetHost(ep.Addr)
+	}
+	// The endpoint is spoken to in HTTP/1.1 whatever the client's version,
+	// so its connection stays pooled and its response is framed (length or
+	// chunked); an HTTP/1.0 client gets it back framed for HTTP/1.0
+	// (sendUntilClose). The client's version is restored after the round
+	// trip: fasthttp's server decides the client connection's keep-alive
+	// by it.
+	http10 := !req.Header.IsHTTP11()
+	if http10 {
+		req.Header.SetProtocolBytes(protoHTTP11)
+	}
 	req.UseHostHeader = true // never rewrite Host to the endpoint address
 	if u := req.URI(); !bytes.Equal(u.Scheme(), protoHTTP) {
 		// The endpoint speaks plain HTTP whatever the client did: a TLS
@@ -526,6 +553,9 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 		hc.CloseIdleConnections()
 		err = hc.Do(req, &x.resp)
 	}
+	if http10 {
+		req.Header.SetProtocolBytes(protoHTTP10)
+	}
 	if err != nil {
 		clientFault := c != nil && c.readFailed
 		k := classifyErr(err)
@@ -543,6 +573,10 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 		x.body, x.ep, x.start, x.status = bs, ep, ctx.Time(), status
 		cl := x.resp.Header.ContentLength()
 		st.x, st.ep = nil, nil // the body stream owns them now
+		if cl < 0 && http10 {
+			x.sendUntilClose(ctx)
+			return
+		}
 		if cl < 0 {
 			// Chunked or until close (re-framed as chunked): likely an
 			// event stream, so the headers go out before the first byte.
@@ -560,6 +594,32 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 	}
 	st.x = nil
 	x.release()
+}
+
+// sendUntilClose answers an HTTP/1.0 client whose response has no length
+// (the endpoint sent it chunked): HTTP/1.0 has no chunked coding (RFC 9112,
+// 6.1), so the body is delimited by closing the connection. fasthttp only
+// writes lengths or chunks, so the connection is taken over (hijacked) once
+// the handler returns: the header is written as built, without a length and
+// with Connection: close, then the body as it streams, then the connection
+// closes. x is ended by CloseWithError as on the ordinary path.
+func (x *exchange) sendUntilClose(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Response.Header
+	h.SetContentLength(-2) // "identity": no Content-Length, Transfer-Encoding or keep-alive
+	h.SetConnectionClose()
+	head := h.AppendBytes(nil)
+	head10 := ctx.IsHead()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		var err error
+		if _, err = c.Write(head); err == nil && !head10 {
+			bw := bufio.NewWriterSize(c, writeBufSize)
+			if _, err = x.WriteTo(bw); err == nil {
+				err = bw.Flush()
+			}
+		}
+		x.CloseWithError(err)
+	})
 }
 
 // replayable reports whether req can be sent again unchanged after a failed
