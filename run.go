@@ -45,7 +45,7 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	// Bind every listener before anything runs so a port clash fails fast
 	// (and the HTTPS port is known for redirects). Until the servers own
 	// them, they are closed on error.
-	lns, err := listen(cfg)
+	lns, err := listen(cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -209,14 +209,22 @@ type listeners struct {
 	http, https, admin net.Listener
 }
 
-func listen(cfg *config.Config) (*listeners, error) {
+func listen(cfg *config.Config, logger *slog.Logger) (*listeners, error) {
 	var l listeners
 	var err error
 	if l.http, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
 	if cfg.HTTPS.Listen != "" {
-		if l.https, err = net.Listen("tcp", cfg.HTTPS.Listen); err != nil {
+		l.https, err = net.Listen("tcp", cfg.HTTPS.Listen)
+		switch {
+		case err != nil && cfg.HTTPS.ListenIsDefault() && !cfg.ACME.Enabled:
+			// Not asked for in the file: an HTTP-only gateway must not fail
+			// on a port it never mentioned. Said loudly, as HTTPS is off.
+			logger.Error("https listener on the default address unavailable: HTTPS, its redirects and certificates are off; set [https] listen to require it, or listen = \"\" to silence this",
+				"listen", cfg.HTTPS.Listen, "err", err)
+			l.https = nil
+		case err != nil:
 			l.close()
 			return nil, fmt.Errorf("https listener: %w", err)
 		}

@@ -129,8 +129,14 @@ type HTTPConfig struct {
 type HTTPSConfig struct {
 	// Listen is the host:port of the HTTPS listener; "" disables HTTPS (and
 	// with it the redirect and ACME). It must differ from http.listen and
-	// admin.listen. Default ":443".
+	// admin.listen. Default ":443": when the file does not set it and the
+	// port cannot be bound (taken, or no privilege), HTTPS stays off with a
+	// warning instead of stopping the gateway (see ListenIsDefault).
 	Listen string `toml:"listen"`
+
+	// listenIsDefault is set while Listen holds the built-in default rather
+	// than a value from the file.
+	listenIsDefault bool
 
 	// DefaultCert and DefaultKey are PEM files of the certificate served
 	// when no Ingress configures a usable one for the requested name (no
@@ -146,6 +152,19 @@ type HTTPSConfig struct {
 	// redirect off everywhere. Default true.
 	Redirect bool `toml:"redirect"`
 }
+
+// ListenIsDefault reports whether Listen is the built-in ":443", not set by
+// the configuration file. A gateway binding it may then carry on without
+// HTTPS when the port is unavailable: a config that never mentions [https]
+// (an HTTP-only edge, a second gateway on one host, a test) must not fail
+// on a port it did not ask for, while an https.listen the operator wrote is
+// bound or the gateway does not start.
+func (h *HTTPSConfig) ListenIsDefault() bool {
+	return h.listenIsDefault && h.Listen == DefaultHTTPSListen
+}
+
+// DefaultHTTPSListen is https.listen's default.
+const DefaultHTTPSListen = ":443"
 
 // UpstreamConfig is the [upstream] section: connections to pods.
 type UpstreamConfig struct {
@@ -279,8 +298,9 @@ func Default() *Config {
 			AccessLog:       false,
 		},
 		HTTPS: HTTPSConfig{
-			Listen:   ":443",
-			Redirect: true, // hosts with TLS are served over TLS only
+			Listen:          DefaultHTTPSListen,
+			listenIsDefault: true,
+			Redirect:        true, // hosts with TLS are served over TLS only
 		},
 		Upstream: UpstreamConfig{
 			ConnectTimeout:      Duration(5 * time.Second),  // pod IPs are one hop away: slow dials mean trouble

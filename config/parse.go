@@ -47,6 +47,9 @@ func Parse(data []byte, name string) (*Config, error) {
 
 	d := decoder{md: &md, file: name, lines: make(map[string]int)}
 	d.decode(reflect.ValueOf(cfg).Elem(), top)
+	if _, ok := d.lines["https.listen"]; ok {
+		cfg.HTTPS.listenIsDefault = false
+	}
 
 	// A key whose value did not decode still holds its default: do not
 	// report it a second time.
