@@ -119,9 +119,14 @@
 // A request whose body streams from the client (every request with a body,
 // as the front server streams them) is never replayed, whatever its
 // method: part of the body has left the client connection, and sending a
-// truncated body again would be worse than the 502. Dial failures (502, or
-// 504 when timed out), busy pools (503) and timeouts (504) are never retried
-// here.
+// truncated body again would be worse than the 502. Busy pools (503) and
+// response timeouts (504) are never retried.
+//
+// A failed connect (refused, unreachable, timed out) is different: nothing
+// of the request was written, so it goes to another endpoint of the same
+// backend, up to maxEndpointTries endpoints in all (Server.nextEndpoint).
+// Only when every try fails does the client get 502 (504 when the last
+// connect timed out).
 //
 // # Requests answered at the edge
 //

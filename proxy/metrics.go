@@ -215,6 +215,7 @@ type metrics struct {
 	upErr       [numErrKinds]prometheus.Counter
 
 	staleRetries prometheus.Counter
+	dialRetries  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -241,6 +242,10 @@ func newMetrics() *metrics {
 			Name: "edgegate_upstream_stale_retries_total",
 			Help: "Round trips retried on a new connection because the pooled keep-alive connection they used had been closed by the endpoint.",
 		}),
+		dialRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgegate_upstream_next_endpoint_total",
+			Help: "Requests sent to another endpoint of their backend because connecting to the one picked failed.",
+		}),
 	}
 	for i := range m.upErr {
 		m.upErr[i] = m.upErrVec.WithLabelValues(errKindNames[i])
@@ -249,5 +254,5 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec, m.staleRetries}
+	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec, m.staleRetries, m.dialRetries}
 }

@@ -222,3 +222,60 @@ func TestClassifyDialErrors(t *testing.T) {
 		}
 	}
 }
+
+// A connect that fails sends the request, body included, to another
+// endpoint of the backend: a pod that is gone while its EndpointSlice still
+// lists it costs clients nothing while a peer answers.
+func TestNextEndpointAfterConnectFailure(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	bodies := make(chan string, 32)
+	live := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		io.WriteString(w, "live")
+	})
+	gone1, gone2, gone3 := closedAddr(t), closedAddr(t), closedAddr(t)
+	h.publish([]route.Route{
+		rt("mixed.test", "/", route.Prefix, "i", 0),
+		rt("dead.test", "/", route.Prefix, "i", 1),
+	}, be("mixed", gone1, live, gone2), be("dead", gone1, gone2, gone3))
+
+	c := h.client()
+	for i := range 9 {
+		body := fmt.Sprintf("request %d", i)
+		resp, err := c.Post("http://mixed.test/", "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "live" {
+			t.Fatalf("request %d: %d %q, want the live endpoint's answer", i, resp.StatusCode, b)
+		}
+		if got := <-bodies; got != body {
+			t.Errorf("request %d: live endpoint got body %q, want %q", i, got, body)
+		}
+	}
+	retries := testutil.ToFloat64(h.srv.m.dialRetries)
+	if retries < 6 || retries > 9*(maxEndpointTries-1) {
+		// Round-robin over three endpoints, two of them gone: a gone one is
+		// picked first for two thirds of the requests, and a retry may meet
+		// the other gone one before the live one.
+		t.Errorf("next-endpoint retries %v for 9 requests over 2 gone + 1 live endpoints, want 6-%d", retries, 9*(maxEndpointTries-1))
+	}
+
+	// All gone: at most maxEndpointTries connects, then 502.
+	before := testutil.ToFloat64(h.srv.m.dialRetries)
+	if code, body, _ := h.get("dead.test", "/"); code != 502 || body != string(bodyBadGateway) {
+		t.Errorf("every endpoint gone: %d %q, want 502", code, body)
+	}
+	if n := testutil.ToFloat64(h.srv.m.dialRetries) - before; n != maxEndpointTries-1 {
+		t.Errorf("every endpoint gone: %v retries, want %d", n, maxEndpointTries-1)
+	}
+	select {
+	case b := <-bodies:
+		t.Errorf("unexpected request at the live endpoint: %q", b)
+	default:
+	}
+}

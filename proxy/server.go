@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -553,6 +554,9 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 		hc.CloseIdleConnections()
 		err = hc.Do(req, &x.resp)
 	}
+	if err != nil && isDialError(err) && len(b.Endpoints) > 1 {
+		ep, err = s.nextEndpoint(req, st, b, ep, len(host) == 0, err)
+	}
 	if http10 {
 		req.Header.SetProtocolBytes(protoHTTP10)
 	}
@@ -620,6 +624,68 @@ func (x *exchange) sendUntilClose(ctx *fasthttp.RequestCtx) {
 		}
 		x.CloseWithError(err)
 	})
+}
+
+// maxEndpointTries bounds how many endpoints of a backend one request is
+// offered to when connecting fails (nginx's proxy_next_upstream_tries).
+const maxEndpointTries = 3
+
+// nextEndpoint sends a request whose connect to ep failed (err) to other
+// endpoints of b, each at most once, up to maxEndpointTries endpoints in
+// all: a pod that is gone or not listening while its EndpointSlice still
+// lists it (a crash, a node lost, the slice not yet updated) should cost
+// its clients nothing while its peers answer, as with nginx's default
+// proxy_next_upstream error timeout. Nothing of the request has been
+// written when a connect fails, body included, so any request may go to
+// another endpoint. It returns the endpoint of the last attempt and its
+// error; the endpoints that failed before it are ended as failures. noHost
+// is set when the request came without a Host (HTTP/1.0): it is sent with
+// the endpoint's address as Host.
+func (s *Server) nextEndpoint(req *fasthttp.Request, st *handlerState, b *route.Backend, ep *balancer.Endpoint, noHost bool, err error) (*balancer.Endpoint, error) {
+	var tried [maxEndpointTries]*balancer.Endpoint
+	tried[0] = ep
+	for n := 1; n < maxEndpointTries && n < len(b.Endpoints); n++ {
+		next, nhc := pickUntried(b, tried[:n])
+		if next == nil {
+			break
+		}
+		ep.End(true)
+		s.m.upErr[classifyErr(err)].Inc()
+		s.m.dialRetries.Inc()
+		ep, tried[n] = next, next
+		ep.Begin()
+		st.ep = ep
+		if noHost {
+			req.Header.SetHost(ep.Addr)
+		}
+		if err = nhc.Do(req, &st.x.resp); err == nil || !isDialError(err) {
+			break
+		}
+	}
+	return ep, err
+}
+
+// pickUntried asks b's policy for an endpoint that is not in tried, as
+// many times as b has endpoints; nil when it offers none.
+func pickUntried(b *route.Backend, tried []*balancer.Endpoint) (*balancer.Endpoint, *fasthttp.HostClient) {
+	for range b.Endpoints {
+		ep := b.RR.Pick(b.Endpoints)
+		if ep == nil {
+			return nil, nil
+		}
+		if slices.Contains(tried, ep) {
+			continue
+		}
+		if hc, ok := ep.Transport.(*fasthttp.HostClient); ok {
+			return ep, hc
+		}
+	}
+	return nil, nil
+}
+
+func isDialError(err error) bool {
+	var de *dialError
+	return errors.As(err, &de)
 }
 
 // replayable reports whether req can be sent again unchanged after a failed
