@@ -53,7 +53,8 @@ type Config struct {
 	// otherwise it fails with 502. Default 4s.
 	UpstreamIdleTimeout time.Duration
 	// MaxConnsPerEndpoint caps the connections to one endpoint; a request
-	// finding them all busy gets 503. Default 512.
+	// finding them all busy waits up to ConnectTimeout for one to come
+	// free, then gets 503. Default 512.
 	MaxConnsPerEndpoint int
 
 	// AccessLog logs one line per request at Info level.

@@ -279,3 +279,35 @@ func TestNextEndpointAfterConnectFailure(t *testing.T) {
 	default:
 	}
 }
+
+// With max_conns_per_endpoint connections busy, further requests wait for
+// one to come free (up to the connect timeout) instead of failing at once.
+func TestBusyEndpointQueues(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.MaxConnsPerEndpoint = 1; c.ConnectTimeout = 3 * time.Second })
+	pod := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(100 * time.Millisecond)
+		io.WriteString(w, "ok")
+	})
+	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("a", pod))
+	codes := make(chan int, 4)
+	for range cap(codes) {
+		go func() {
+			resp, err := h.client().Get("http://a.test/")
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	for range cap(codes) {
+		if c := <-codes; c != 200 {
+			t.Errorf("concurrent request over the connection limit: %d, want 200 after waiting", c)
+		}
+	}
+	if n := testutil.ToFloat64(h.srv.m.upErr[errBusy]); n != 0 {
+		t.Errorf("%v busy errors", n)
+	}
+}

@@ -92,9 +92,13 @@ func New(cfg Config) (*Server, error) {
 // not block.
 func (s *Server) NewTransport(addr string) any {
 	return &fasthttp.HostClient{
-		Addr:                addr,
-		Dial:                s.dial,
-		MaxConns:            s.cfg.MaxConnsPerEndpoint,
+		Addr:     addr,
+		Dial:     s.dial,
+		MaxConns: s.cfg.MaxConnsPerEndpoint,
+		// With MaxConns open, a request waits for one to come free, as
+		// long as it would wait to connect (then 503): a burst above the
+		// limit queues instead of failing at once.
+		MaxConnWaitTimeout:  s.cfg.ConnectTimeout,
 		MaxIdleConnDuration: s.cfg.UpstreamIdleTimeout,
 		ReadBufferSize:      s.cfg.MaxHeaderBytes,
 		// Most recently used first: the connection least likely to have
