@@ -134,13 +134,17 @@ type pendingRoute struct {
 //
 // Semantics, following the Ingress v1 documentation:
 //
-//   - An Ingress is ours when its class (spec.ingressClassName, else the
-//     kubernetes.io/ingress.class annotation) is the configured class name
-//     and the IngressClass of that name, if it exists, has controller
-//     ControllerName. A class-less Ingress is ours when that IngressClass
-//     exists, is ours and is annotated as the cluster default. Other classes
-//     are ignored silently, even when their controller is ours: they belong
-//     to another edgegate fleet configured with their name.
+//   - An Ingress is ours when its spec.ingressClassName is the configured
+//     class name and the IngressClass of that name exists with controller
+//     ControllerName; naming it while it does not exist is a Problem. The
+//     legacy kubernetes.io/ingress.class annotation (read only when
+//     spec.ingressClassName is unset) predates IngressClass objects: it
+//     selects the configured name when that IngressClass has controller
+//     ControllerName or does not exist. A class-less Ingress is ours when
+//     that IngressClass exists, is ours and is annotated as the cluster
+//     default. Other classes are ignored silently, even when their
+//     controller is ours: they belong to another edgegate fleet configured
+//     with their name.
 //   - Ingresses claim rules oldest first (creationTimestamp, then
 //     namespace/name); a later identical host+type+path is dropped with a
 //     Problem. The oldest Ingress with a usable spec.defaultBackend provides
@@ -193,7 +197,7 @@ func build(in Input, withState bool) (*route.Snapshot, []Problem, *incState) {
 		className = DefaultIngressClassName
 	}
 	cls := b.classes(className, in.Classes)
-	ings := ourIngresses(cls, in.Ingresses)
+	ings := b.ourIngresses(cls, in.Ingresses)
 	svcs, sls := indexObjects(in.Services, in.Slices)
 	tlsRes := b.tls(&in, ings)
 
@@ -358,6 +362,10 @@ type builder struct {
 	// problems, conflicts, backend errors): an incremental update replaces
 	// those of the hosts it rebuilds.
 	scoped map[ingHost][]Problem
+	// noClass holds the problem of each Ingress that names the configured
+	// class while no IngressClass of that name exists; an incremental
+	// update replaces those of the Ingresses it applies.
+	noClass map[nsName]Problem
 }
 
 // ingHost names the rules of one Ingress for one (lower-case) host.
@@ -384,11 +392,14 @@ func (b *builder) all() []Problem {
 	for _, ps := range b.scoped {
 		out = append(out, ps...)
 	}
+	for _, p := range b.noClass {
+		out = append(out, p)
+	}
 	slices.SortFunc(out, compareProblems)
 	return slices.Compact(out)
 }
 
-// classSet answers which class names are ours.
+// classSet answers which Ingresses are ours by their class.
 type classSet struct {
 	configured string
 	// byName holds every IngressClass by name: true when its controller
@@ -397,14 +408,6 @@ type classSet struct {
 	// defaultOurs is set when the configured IngressClass is ours and the
 	// cluster default.
 	defaultOurs bool
-}
-
-func (c *classSet) ours(name string) bool {
-	if name != c.configured {
-		return false
-	}
-	mine, ok := c.byName[name]
-	return !ok || mine
 }
 
 func (b *builder) classes(configured string, list []*netv1.IngressClass) *classSet {
@@ -457,24 +460,46 @@ func unmatchablePath(path string) string {
 	return ""
 }
 
-// claims reports whether ing is ours by its class.
+// claims reports whether ing is ours by its class: spec.ingressClassName
+// must name the configured IngressClass, which must exist and be ours; the
+// legacy annotation, read only without spec.ingressClassName, may also name
+// it while it does not exist; a class-less Ingress is ours when the
+// configured IngressClass is ours and the cluster default.
 func (c *classSet) claims(ing *netv1.Ingress) bool {
-	if n := ingressClassOf(ing); n != "" {
-		return c.ours(n)
+	if n := ing.Spec.IngressClassName; n != nil && *n != "" {
+		return *n == c.configured && c.byName[*n]
+	}
+	if n := ing.Annotations[annIngressClass]; n != "" {
+		mine, ok := c.byName[n]
+		return n == c.configured && (mine || !ok)
 	}
 	return c.defaultOurs
 }
 
-// ingressClassOf returns the class an Ingress asks for, "" when none.
-func ingressClassOf(ing *netv1.Ingress) string {
-	if n := ing.Spec.IngressClassName; n != nil && *n != "" {
-		return *n
+// missing reports whether ing names the configured class by
+// spec.ingressClassName while no IngressClass of that name exists.
+func (c *classSet) missing(ing *netv1.Ingress) bool {
+	n := ing.Spec.IngressClassName
+	if n == nil || *n != c.configured {
+		return false
 	}
-	return ing.Annotations[annIngressClass]
+	_, ok := c.byName[*n]
+	return !ok
 }
 
-// ourIngresses returns the Ingresses of ours in claim order.
-func ourIngresses(cs *classSet, list []*netv1.Ingress) []*netv1.Ingress {
+// missingProblem is the Problem of an Ingress for which c.missing holds.
+func (c *classSet) missingProblem(ing *netv1.Ingress) Problem {
+	return Problem{
+		Kind: KindIngress, Namespace: ing.Namespace, Name: ing.Name,
+		Msg: fmt.Sprintf("IngressClass %s not found: the ingress is not served until it exists with controller %s",
+			c.configured, ControllerName),
+	}
+}
+
+// ourIngresses returns the Ingresses of ours in claim order, recording a
+// Problem for each that names the configured class while it does not
+// exist.
+func (b *builder) ourIngresses(cs *classSet, list []*netv1.Ingress) []*netv1.Ingress {
 	// Sort keys are read once into a contiguous slice: the caches hand the
 	// Ingresses over in map order, scattered in memory, and a comparator
 	// reaching into each object cost ~8% of a 10k-Ingress build. (namespace,
@@ -486,7 +511,16 @@ func ourIngresses(cs *classSet, list []*netv1.Ingress) []*netv1.Ingress {
 	}
 	ks := make([]keyed, 0, len(list))
 	for _, ing := range list {
-		if ing == nil || !cs.claims(ing) {
+		if ing == nil {
+			continue
+		}
+		if !cs.claims(ing) {
+			if cs.missing(ing) {
+				if b.noClass == nil {
+					b.noClass = make(map[nsName]Problem)
+				}
+				b.noClass[nsName{ing.Namespace, ing.Name}] = cs.missingProblem(ing)
+			}
 			continue
 		}
 		ks = append(ks, keyed{ing.CreationTimestamp.UnixNano(), ing.Namespace, ing.Name, ing})
