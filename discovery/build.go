@@ -158,9 +158,14 @@ type pendingRoute struct {
 //     Service without ready endpoints is not a Problem.
 //   - Endpoints are the first address of each EndpointSlice endpoint
 //     (IPv4 and IPv6 slices; FQDN slices are skipped) whose ready condition
-//     is unset or true and which is not terminating, with the port of the
-//     slice port named like the Service port. Addresses are deduplicated
-//     and sorted.
+//     is unset or true, with the port of the slice port named like the
+//     Service port. A terminating endpoint is ready only when its Service
+//     publishes not-ready addresses, and is then used like any other. When
+//     a Service port has no ready endpoint in any of its slices, its
+//     endpoints that are serving (unset: as ready) and terminating are used
+//     instead, as kube-proxy does (KEP-1669), so that the last pods of a
+//     rolling update finish draining rather than every request getting 503.
+//     Addresses are deduplicated and sorted.
 //   - TLS (spec.tls): hosts are lower-cased; an entry without hosts covers
 //     the Ingress's own rule hosts. An entry without secretName is a
 //     Problem and skipped. The Secret is looked up only in the Ingress's
@@ -697,8 +702,9 @@ func indexObjects(svcList []*corev1.Service, sliceList []*discoveryv1.EndpointSl
 
 // ResolveEndpoints resolves the Ingress backend namespace/service:port
 // against its Service (nil when it does not exist) and the EndpointSlices of
-// that Service. It returns the ready endpoint addresses, sorted and
-// deduplicated, or an error message when the backend cannot have endpoints.
+// that Service. It returns the ready endpoint addresses (or, when there are
+// none, the serving terminating ones), sorted and deduplicated, or an error
+// message when the backend cannot have endpoints.
 // port is a port number ("80") or a port name ("http"): IANA service names
 // always contain a letter, so an all-digit port is a number.
 //
@@ -715,6 +721,7 @@ func ResolveEndpoints(ns, svcName, port string, svc *corev1.Service, sls []*disc
 	if !ok {
 		return nil, "service " + ns + "/" + svcName + " has no port " + port
 	}
+	var draining []string // serving and terminating: used only without ready ones
 	for _, sl := range sls {
 		if sl == nil || sl.Namespace != ns || sl.Labels[labelServiceName] != svcName {
 			continue
@@ -739,7 +746,8 @@ func ResolveEndpoints(ns, svcName, port string, svc *corev1.Service, sls []*disc
 		ps := strconv.Itoa(num)
 		for i := range sl.Endpoints {
 			ep := &sl.Endpoints[i]
-			if c := ep.Conditions; (c.Ready != nil && !*c.Ready) || (c.Terminating != nil && *c.Terminating) {
+			ready, drain := endpointUse(ep.Conditions)
+			if !ready && !drain {
 				continue
 			}
 			if len(ep.Addresses) == 0 {
@@ -754,11 +762,32 @@ func ResolveEndpoints(ns, svcName, port string, svc *corev1.Service, sls []*disc
 			if a.Is4() != (sl.AddressType == discoveryv1.AddressTypeIPv4) {
 				continue
 			}
-			addrs = append(addrs, net.JoinHostPort(a.String(), ps))
+			if ready {
+				addrs = append(addrs, net.JoinHostPort(a.String(), ps))
+			} else {
+				draining = append(draining, net.JoinHostPort(a.String(), ps))
+			}
 		}
+	}
+	if len(addrs) == 0 {
+		addrs = draining
 	}
 	slices.Sort(addrs)
 	return slices.Compact(addrs), ""
+}
+
+// endpointUse tells from its conditions whether an endpoint takes new
+// requests: ready when its ready condition is unset or true; drain when it
+// is not ready but serving (unset: as ready) and terminating, a fallback for
+// when a Service port has no ready endpoint (kube-proxy's, KEP-1669).
+func endpointUse(c discoveryv1.EndpointConditions) (ready, drain bool) {
+	ready = c.Ready == nil || *c.Ready
+	serving := ready
+	if c.Serving != nil {
+		serving = *c.Serving
+	}
+	terminating := c.Terminating != nil && *c.Terminating
+	return ready, !ready && serving && terminating
 }
 
 // servicePort finds the Service port an Ingress backend port refers to.

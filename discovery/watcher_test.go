@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -343,6 +344,70 @@ func TestWatcherEndpointsOnly(t *testing.T) {
 	waitFor(t, "an endpoints build", func() bool { return h.builds("endpoints") > eps })
 	if h.w.Snapshot().Version != v {
 		t.Fatal("published for an unused Service")
+	}
+}
+
+// TestWatcherDrainingFallback: through the endpoint path, a Service whose
+// endpoints are all terminating keeps its serving ones (kube-proxy's
+// fallback) until a ready endpoint appears, in any of its slices; with
+// neither it has none.
+func TestWatcherDrainingFallback(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{}, ourClass(), testIngress("default", "web", "a.example.com", "web"), testService("default", "web"),
+		testSlice("default", "web-1", "web", "10.0.0.1", "10.0.0.2"))
+	ctx := t.Context()
+	eps := h.client.DiscoveryV1().EndpointSlices("default")
+	addrs := func() []string {
+		s := h.w.Snapshot()
+		if r := match(s, "a.example.com"); r != nil {
+			return s.Backends[r.Backend].Addrs
+		}
+		return nil
+	}
+	is := func(want ...string) func() bool {
+		return func() bool { return strings.Join(addrs(), ",") == strings.Join(want, ",") }
+	}
+	full := h.builds("full")
+	rv := 1
+	write := func(sl *discoveryv1.EndpointSlice, create bool) {
+		t.Helper()
+		rv++
+		sl.ResourceVersion = strconv.Itoa(rv)
+		var err error
+		if create {
+			_, err = eps.Create(ctx, sl, metav1.CreateOptions{})
+		} else {
+			_, err = eps.Update(ctx, sl, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	draining := discoveryv1.EndpointConditions{Ready: ptr(false), Serving: ptr(true), Terminating: ptr(true)}
+	gone := discoveryv1.EndpointConditions{Ready: ptr(false), Serving: ptr(false), Terminating: ptr(true)}
+
+	// A rolling update's last pods drain: both terminating, one still serving.
+	sl := testSlice("default", "web-1", "web", "10.0.0.1", "10.0.0.2")
+	sl.Endpoints[0].Conditions = draining
+	sl.Endpoints[1].Conditions = gone
+	write(sl, false)
+	waitFor(t, "the serving terminating endpoint only", is("10.0.0.1:8080"))
+
+	// A new pod becomes ready in another slice: it alone gets new requests.
+	write(testSlice("default", "web-2", "web", "10.0.0.3"), true)
+	waitFor(t, "the ready endpoint only", is("10.0.0.3:8080"))
+
+	// It goes away again, and the draining one stops serving: none.
+	if err := eps.Delete(ctx, "web-2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the fallback again", is("10.0.0.1:8080"))
+	sl = sl.DeepCopy()
+	sl.Endpoints[0].Conditions = gone
+	write(sl, false)
+	waitFor(t, "no endpoint", is())
+	if h.builds("full") != full {
+		t.Errorf("endpoint changes took %v full builds", h.builds("full")-full)
 	}
 }
 
