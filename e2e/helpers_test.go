@@ -241,9 +241,10 @@ func svcPort(name string, port int32, target intstr.IntOrString) corev1.ServiceP
 
 // ep is one endpoint of a slice.
 type ep struct {
-	p     *pod
-	ready *bool
-	term  bool
+	p       *pod
+	ready   *bool
+	serving *bool
+	term    bool
 }
 
 func ready(p *pod) ep    { t := true; return ep{p: p, ready: &t} }
@@ -267,7 +268,7 @@ func (e *env) slice(svc, name, portName string, eps ...ep) {
 		port = int32(x.p.port)
 		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
 			Addresses:  []string{x.p.ip.String()},
-			Conditions: discoveryv1.EndpointConditions{Ready: x.ready, Terminating: &x.term},
+			Conditions: discoveryv1.EndpointConditions{Ready: x.ready, Serving: x.serving, Terminating: &x.term},
 		})
 	}
 	pn, proto := portName, corev1.ProtocolTCP

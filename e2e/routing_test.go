@@ -205,7 +205,8 @@ func TestEndpointsReadyRemovedAndBalanced(t *testing.T) {
 		t.Fatalf("not-ready pod still receives traffic: %v", got)
 	}
 
-	// Terminating (ready=false, terminating=true): no new requests either.
+	// Terminating (ready=false, terminating=true) while another is ready: no
+	// new requests either.
 	term := notReady(a)
 	term.term = true
 	e.slice("svc", "svc-1", "http", term, ready(b))
@@ -227,6 +228,17 @@ func TestEndpointsReadyRemovedAndBalanced(t *testing.T) {
 	// No ready endpoint at all: 503.
 	e.slice("svc", "svc-1", "http", notReady(b))
 	e.expect(host, "/", want{status: 503})
+
+	// Still none ready, but a serving terminating one (the last pod of a
+	// rolling update draining): it takes the requests (KEP-1669).
+	serving := true
+	drain := notReady(b)
+	drain.serving, drain.term = &serving, true
+	e.slice("svc", "svc-1", "http", drain, notReady(a))
+	e.expect(host, "/", want{pod: "pod-b"})
+	if got := seen(10); got["pod-b"] != 10 {
+		t.Fatalf("serving terminating endpoint: distribution %v", got)
+	}
 }
 
 func TestIPv6Endpoint(t *testing.T) {
