@@ -134,13 +134,17 @@ type pendingRoute struct {
 //
 // Semantics, following the Ingress v1 documentation:
 //
-//   - An Ingress is ours when its class (spec.ingressClassName, else the
-//     kubernetes.io/ingress.class annotation) is the configured class name
-//     and the IngressClass of that name, if it exists, has controller
-//     ControllerName. A class-less Ingress is ours when that IngressClass
-//     exists, is ours and is annotated as the cluster default. Other classes
-//     are ignored silently, even when their controller is ours: they belong
-//     to another edgegate fleet configured with their name.
+//   - An Ingress is ours when its spec.ingressClassName is the configured
+//     class name and the IngressClass of that name exists with controller
+//     ControllerName; naming it while it does not exist is a Problem. The
+//     legacy kubernetes.io/ingress.class annotation (read only when
+//     spec.ingressClassName is unset) predates IngressClass objects: it
+//     selects the configured name when that IngressClass has controller
+//     ControllerName or does not exist. A class-less Ingress is ours when
+//     that IngressClass exists, is ours and is annotated as the cluster
+//     default. Other classes are ignored silently, even when their
+//     controller is ours: they belong to another edgegate fleet configured
+//     with their name.
 //   - Ingresses claim rules oldest first (creationTimestamp, then
 //     namespace/name); a later identical host+type+path is dropped with a
 //     Problem. The oldest Ingress with a usable spec.defaultBackend provides
@@ -154,9 +158,14 @@ type pendingRoute struct {
 //     Service without ready endpoints is not a Problem.
 //   - Endpoints are the first address of each EndpointSlice endpoint
 //     (IPv4 and IPv6 slices; FQDN slices are skipped) whose ready condition
-//     is unset or true and which is not terminating, with the port of the
-//     slice port named like the Service port. Addresses are deduplicated
-//     and sorted.
+//     is unset or true, with the port of the slice port named like the
+//     Service port. A terminating endpoint is ready only when its Service
+//     publishes not-ready addresses, and is then used like any other. When
+//     a Service port has no ready endpoint in any of its slices, its
+//     endpoints that are serving (unset: as ready) and terminating are used
+//     instead, as kube-proxy does (KEP-1669), so that the last pods of a
+//     rolling update finish draining rather than every request getting 503.
+//     Addresses are deduplicated and sorted.
 //   - TLS (spec.tls): hosts are lower-cased; an entry without hosts covers
 //     the Ingress's own rule hosts. An entry without secretName is a
 //     Problem and skipped. The Secret is looked up only in the Ingress's
@@ -193,7 +202,7 @@ func build(in Input, withState bool) (*route.Snapshot, []Problem, *incState) {
 		className = DefaultIngressClassName
 	}
 	cls := b.classes(className, in.Classes)
-	ings := ourIngresses(cls, in.Ingresses)
+	ings := b.ourIngresses(cls, in.Ingresses)
 	svcs, sls := indexObjects(in.Services, in.Slices)
 	tlsRes := b.tls(&in, ings)
 
@@ -358,6 +367,10 @@ type builder struct {
 	// problems, conflicts, backend errors): an incremental update replaces
 	// those of the hosts it rebuilds.
 	scoped map[ingHost][]Problem
+	// noClass holds the problem of each Ingress that names the configured
+	// class while no IngressClass of that name exists; an incremental
+	// update replaces those of the Ingresses it applies.
+	noClass map[nsName]Problem
 }
 
 // ingHost names the rules of one Ingress for one (lower-case) host.
@@ -384,11 +397,14 @@ func (b *builder) all() []Problem {
 	for _, ps := range b.scoped {
 		out = append(out, ps...)
 	}
+	for _, p := range b.noClass {
+		out = append(out, p)
+	}
 	slices.SortFunc(out, compareProblems)
 	return slices.Compact(out)
 }
 
-// classSet answers which class names are ours.
+// classSet answers which Ingresses are ours by their class.
 type classSet struct {
 	configured string
 	// byName holds every IngressClass by name: true when its controller
@@ -397,14 +413,6 @@ type classSet struct {
 	// defaultOurs is set when the configured IngressClass is ours and the
 	// cluster default.
 	defaultOurs bool
-}
-
-func (c *classSet) ours(name string) bool {
-	if name != c.configured {
-		return false
-	}
-	mine, ok := c.byName[name]
-	return !ok || mine
 }
 
 func (b *builder) classes(configured string, list []*netv1.IngressClass) *classSet {
@@ -457,24 +465,46 @@ func unmatchablePath(path string) string {
 	return ""
 }
 
-// claims reports whether ing is ours by its class.
+// claims reports whether ing is ours by its class: spec.ingressClassName
+// must name the configured IngressClass, which must exist and be ours; the
+// legacy annotation, read only without spec.ingressClassName, may also name
+// it while it does not exist; a class-less Ingress is ours when the
+// configured IngressClass is ours and the cluster default.
 func (c *classSet) claims(ing *netv1.Ingress) bool {
-	if n := ingressClassOf(ing); n != "" {
-		return c.ours(n)
+	if n := ing.Spec.IngressClassName; n != nil && *n != "" {
+		return *n == c.configured && c.byName[*n]
+	}
+	if n := ing.Annotations[annIngressClass]; n != "" {
+		mine, ok := c.byName[n]
+		return n == c.configured && (mine || !ok)
 	}
 	return c.defaultOurs
 }
 
-// ingressClassOf returns the class an Ingress asks for, "" when none.
-func ingressClassOf(ing *netv1.Ingress) string {
-	if n := ing.Spec.IngressClassName; n != nil && *n != "" {
-		return *n
+// missing reports whether ing names the configured class by
+// spec.ingressClassName while no IngressClass of that name exists.
+func (c *classSet) missing(ing *netv1.Ingress) bool {
+	n := ing.Spec.IngressClassName
+	if n == nil || *n != c.configured {
+		return false
 	}
-	return ing.Annotations[annIngressClass]
+	_, ok := c.byName[*n]
+	return !ok
 }
 
-// ourIngresses returns the Ingresses of ours in claim order.
-func ourIngresses(cs *classSet, list []*netv1.Ingress) []*netv1.Ingress {
+// missingProblem is the Problem of an Ingress for which c.missing holds.
+func (c *classSet) missingProblem(ing *netv1.Ingress) Problem {
+	return Problem{
+		Kind: KindIngress, Namespace: ing.Namespace, Name: ing.Name,
+		Msg: fmt.Sprintf("IngressClass %s not found: the ingress is not served until it exists with controller %s",
+			c.configured, ControllerName),
+	}
+}
+
+// ourIngresses returns the Ingresses of ours in claim order, recording a
+// Problem for each that names the configured class while it does not
+// exist.
+func (b *builder) ourIngresses(cs *classSet, list []*netv1.Ingress) []*netv1.Ingress {
 	// Sort keys are read once into a contiguous slice: the caches hand the
 	// Ingresses over in map order, scattered in memory, and a comparator
 	// reaching into each object cost ~8% of a 10k-Ingress build. (namespace,
@@ -486,7 +516,16 @@ func ourIngresses(cs *classSet, list []*netv1.Ingress) []*netv1.Ingress {
 	}
 	ks := make([]keyed, 0, len(list))
 	for _, ing := range list {
-		if ing == nil || !cs.claims(ing) {
+		if ing == nil {
+			continue
+		}
+		if !cs.claims(ing) {
+			if cs.missing(ing) {
+				if b.noClass == nil {
+					b.noClass = make(map[nsName]Problem)
+				}
+				b.noClass[nsName{ing.Namespace, ing.Name}] = cs.missingProblem(ing)
+			}
 			continue
 		}
 		ks = append(ks, keyed{ing.CreationTimestamp.UnixNano(), ing.Namespace, ing.Name, ing})
@@ -663,8 +702,9 @@ func indexObjects(svcList []*corev1.Service, sliceList []*discoveryv1.EndpointSl
 
 // ResolveEndpoints resolves the Ingress backend namespace/service:port
 // against its Service (nil when it does not exist) and the EndpointSlices of
-// that Service. It returns the ready endpoint addresses, sorted and
-// deduplicated, or an error message when the backend cannot have endpoints.
+// that Service. It returns the ready endpoint addresses (or, when there are
+// none, the serving terminating ones), sorted and deduplicated, or an error
+// message when the backend cannot have endpoints.
 // port is a port number ("80") or a port name ("http"): IANA service names
 // always contain a letter, so an all-digit port is a number.
 //
@@ -681,6 +721,7 @@ func ResolveEndpoints(ns, svcName, port string, svc *corev1.Service, sls []*disc
 	if !ok {
 		return nil, "service " + ns + "/" + svcName + " has no port " + port
 	}
+	var draining []string // serving and terminating: used only without ready ones
 	for _, sl := range sls {
 		if sl == nil || sl.Namespace != ns || sl.Labels[labelServiceName] != svcName {
 			continue
@@ -705,7 +746,8 @@ func ResolveEndpoints(ns, svcName, port string, svc *corev1.Service, sls []*disc
 		ps := strconv.Itoa(num)
 		for i := range sl.Endpoints {
 			ep := &sl.Endpoints[i]
-			if c := ep.Conditions; (c.Ready != nil && !*c.Ready) || (c.Terminating != nil && *c.Terminating) {
+			ready, drain := endpointUse(ep.Conditions)
+			if !ready && !drain {
 				continue
 			}
 			if len(ep.Addresses) == 0 {
@@ -720,11 +762,32 @@ func ResolveEndpoints(ns, svcName, port string, svc *corev1.Service, sls []*disc
 			if a.Is4() != (sl.AddressType == discoveryv1.AddressTypeIPv4) {
 				continue
 			}
-			addrs = append(addrs, net.JoinHostPort(a.String(), ps))
+			if ready {
+				addrs = append(addrs, net.JoinHostPort(a.String(), ps))
+			} else {
+				draining = append(draining, net.JoinHostPort(a.String(), ps))
+			}
 		}
+	}
+	if len(addrs) == 0 {
+		addrs = draining
 	}
 	slices.Sort(addrs)
 	return slices.Compact(addrs), ""
+}
+
+// endpointUse tells from its conditions whether an endpoint takes new
+// requests: ready when its ready condition is unset or true; drain when it
+// is not ready but serving (unset: as ready) and terminating, a fallback for
+// when a Service port has no ready endpoint (kube-proxy's, KEP-1669).
+func endpointUse(c discoveryv1.EndpointConditions) (ready, drain bool) {
+	ready = c.Ready == nil || *c.Ready
+	serving := ready
+	if c.Serving != nil {
+		serving = *c.Serving
+	}
+	terminating := c.Terminating != nil && *c.Terminating
+	return ready, !ready && serving && terminating
 }
 
 // servicePort finds the Service port an Ingress backend port refers to.

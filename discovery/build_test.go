@@ -287,7 +287,7 @@ func TestBuildNilAndEmpty(t *testing.T) {
 				}}}},
 			},
 		}},
-		Classes:  []*netv1.IngressClass{nil},
+		Classes:  []*netv1.IngressClass{nil, {ObjectMeta: metav1ObjectMeta("", "edgegate"), Spec: netv1.IngressClassSpec{Controller: ControllerName}}},
 		Services: []*corev1.Service{nil},
 		Slices:   []*discoveryv1.EndpointSlice{nil, {}},
 	})

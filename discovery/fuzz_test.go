@@ -355,6 +355,7 @@ func (g *fuzzGen) slice() *discoveryv1.EndpointSlice {
 		}
 		conds := []*bool{nil, ptr(true), ptr(false)}
 		ep.Conditions.Ready = conds[g.pick(3)]
+		ep.Conditions.Serving = conds[g.pick(3)]
 		ep.Conditions.Terminating = conds[g.pick(3)]
 		sl.Endpoints = append(sl.Endpoints, ep)
 	}

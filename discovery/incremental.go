@@ -35,9 +35,11 @@ type incState struct {
 	// byHost lists, per valid rule host, the Ingresses with rules for it.
 	byHost map[string][]nsName
 	// global are the problems that only a full build recomputes
-	// (IngressClass, TLS, default backend); scoped are the rest.
-	global []Problem
-	scoped map[ingHost][]Problem
+	// (IngressClass, TLS, default backend); scoped and noClass are the
+	// rest (see builder).
+	global  []Problem
+	scoped  map[ingHost][]Problem
+	noClass map[nsName]Problem
 	// slot is the backend index of each backend; refs counts the routes
 	// (default included) using each index; free lists the nil slots.
 	slot map[backendKey]int
@@ -48,13 +50,17 @@ type incState struct {
 func newIncState(cfg TLSConfig, cls *classSet, tls *tlsResult, ings []*netv1.Ingress, snap *route.Snapshot, b *builder) *incState {
 	st := &incState{
 		cfg: cfg, cls: cls, tls: tls,
-		ings:   make(map[nsName]*netv1.Ingress, len(ings)),
-		byHost: make(map[string][]nsName, len(ings)),
-		global: b.problems,
-		scoped: b.scoped,
+		ings:    make(map[nsName]*netv1.Ingress, len(ings)),
+		byHost:  make(map[string][]nsName, len(ings)),
+		global:  b.problems,
+		scoped:  b.scoped,
+		noClass: b.noClass,
 	}
 	if st.scoped == nil {
 		st.scoped = make(map[ingHost][]Problem)
+	}
+	if st.noClass == nil {
+		st.noClass = make(map[nsName]Problem)
 	}
 	for _, ing := range ings {
 		k := nsName{ing.Namespace, ing.Name}
@@ -146,10 +152,15 @@ func (st *incState) applyIngresses(cur *route.Snapshot, keys []nsName, get func(
 	var changes []change
 	keys = slices.Clone(keys)
 	slices.SortFunc(keys, func(a, b nsName) int { return cmp.Or(cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name)) })
-	for _, k := range slices.Compact(keys) {
+	keys = slices.Compact(keys)
+	var noClass []*netv1.Ingress // those naming the missing configured class
+	for _, k := range keys {
 		old := st.ings[k]
 		nw := get(k)
 		if nw != nil && !st.cls.claims(nw) {
+			if st.cls.missing(nw) {
+				noClass = append(noClass, nw)
+			}
 			nw = nil
 		}
 		if old == nw {
@@ -160,11 +171,18 @@ func (st *incState) applyIngresses(cur *route.Snapshot, keys []nsName, get func(
 		}
 		changes = append(changes, change{k, old, nw})
 	}
+
+	// From here on st changes: no way back to ok = false.
+	for _, k := range keys {
+		delete(st.noClass, k)
+	}
+	for _, ing := range noClass {
+		st.noClass[nsName{ing.Namespace, ing.Name}] = st.cls.missingProblem(ing)
+	}
 	if len(changes) == 0 {
 		return cur, st.problems(), true
 	}
 
-	// From here on st changes: no way back to ok = false.
 	b := &builder{scoped: st.scoped}
 	affected := make(map[string]bool)
 	for _, c := range changes {
@@ -287,7 +305,7 @@ func (st *incState) applyIngresses(cur *route.Snapshot, keys []nsName, get func(
 
 // problems returns every current problem, sorted and without duplicates.
 func (st *incState) problems() []Problem {
-	b := builder{problems: st.global, scoped: st.scoped}
+	b := builder{problems: st.global, scoped: st.scoped, noClass: st.noClass}
 	return b.all()
 }
 

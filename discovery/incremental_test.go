@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	netv1 "k8s.io/api/networking/v1"
 
 	"github.com/edgegate/edgegate/route"
@@ -274,4 +275,88 @@ func viewOf(t *testing.T, s *route.Snapshot) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// TestIncrementalMissingClass: the Problem of an Ingress naming the
+// configured class while no IngressClass of that name exists comes and goes
+// with incremental updates as with a full Build, and such an Ingress is not
+// routed; the legacy annotation is.
+func TestIncrementalMissingClass(t *testing.T) {
+	t.Parallel()
+	named := func(name, host string) *netv1.Ingress { return testIngress("default", name, host, "web") }
+	annotated := func(name, host string) *netv1.Ingress {
+		ing := testIngress("default", name, host, "web")
+		ing.Spec.IngressClassName = nil
+		ing.Annotations = map[string]string{annIngressClass: DefaultIngressClassName}
+		return ing
+	}
+	in := Input{
+		Ingresses: []*netv1.Ingress{named("a", "a.example.com"), annotated("b", "b.example.com")},
+		Services:  []*corev1.Service{testService("default", "web")},
+	}
+	get := func(k nsName) *netv1.Ingress {
+		for _, ing := range in.Ingresses {
+			if ing.Namespace == k.ns && ing.Name == k.name {
+				return ing
+			}
+		}
+		return nil
+	}
+	put := func(ing *netv1.Ingress) {
+		in.Ingresses = slices.DeleteFunc(slices.Clone(in.Ingresses), func(x *netv1.Ingress) bool { return x.Name == ing.Name })
+		in.Ingresses = append(in.Ingresses, ing)
+	}
+	cur, problems, st := build(in, true)
+	if len(problems) != 1 || problems[0].Name != "a" || match(cur, "a.example.com") != nil || match(cur, "b.example.com") == nil {
+		t.Fatalf("base: problems %v, hosts %v; want a's missing class only, b routed", problems, cur.View().Hosts)
+	}
+	for _, step := range []struct {
+		name   string
+		change func()
+		key    string
+		routed map[string]bool
+		missed []string // Ingresses with the missing-class Problem
+	}{
+		{"add c by name", func() { put(named("c", "c.example.com")) }, "c",
+			map[string]bool{"a.example.com": false, "b.example.com": true, "c.example.com": false}, []string{"a", "c"}},
+		{"a to the annotation", func() { put(annotated("a", "a.example.com")) }, "a",
+			map[string]bool{"a.example.com": true, "b.example.com": true}, []string{"c"}},
+		{"b to the name", func() { put(named("b", "b.example.com")) }, "b",
+			map[string]bool{"a.example.com": true, "b.example.com": false}, []string{"b", "c"}},
+		{"c unchanged", func() {}, "c",
+			map[string]bool{"a.example.com": true, "c.example.com": false}, []string{"b", "c"}},
+		{"c to another class", func() {
+			ing := named("c", "c.example.com")
+			ing.Spec.IngressClassName = ptr("nginx")
+			put(ing)
+		}, "c", map[string]bool{"c.example.com": false}, []string{"b"}},
+		{"b deleted", func() {
+			in.Ingresses = slices.DeleteFunc(slices.Clone(in.Ingresses), func(x *netv1.Ingress) bool { return x.Name == "b" })
+		}, "b", map[string]bool{"a.example.com": true, "b.example.com": false}, nil},
+	} {
+		step.change()
+		next, problems, ok := st.applyIngresses(cur, []nsName{{"default", step.key}}, get, resolverOf(in))
+		if !ok {
+			t.Fatalf("%s: declined", step.name)
+		}
+		want, wantProblems := Build(in)
+		if next.Hash() != want.Hash() || !slices.Equal(problems, wantProblems) {
+			t.Fatalf("%s: incremental differs from full build:\n%v\n%v", step.name, problems, wantProblems)
+		}
+		for host, routed := range step.routed {
+			if (match(next, host) != nil) != routed {
+				t.Errorf("%s: %s routed %v, want %v", step.name, host, !routed, routed)
+			}
+		}
+		var missed []string
+		for _, p := range problems {
+			if strings.Contains(p.Msg, "IngressClass edgegate not found") {
+				missed = append(missed, p.Name)
+			}
+		}
+		if !slices.Equal(missed, step.missed) {
+			t.Errorf("%s: missing-class problems on %v, want %v", step.name, missed, step.missed)
+		}
+		cur = next
+	}
 }

@@ -152,7 +152,7 @@ func tlsIngress(ns, name, host, secret string) *netv1.Ingress {
 
 func TestWatcherSecrets(t *testing.T) {
 	t.Parallel()
-	h := start(t, Config{TLS: TLSConfig{Redirect: true}},
+	h := start(t, Config{TLS: TLSConfig{Redirect: true}}, ourClass(),
 		tlsIngress("shop", "web", "shop.example.com", "shop-tls"),
 		tlsIngress("shop", "late", "late.example.com", "late-tls"), // missing for now
 		testService("shop", "web"),
@@ -287,6 +287,7 @@ func TestSecretChangedDuringBuild(t *testing.T) {
 	}
 	snap, _ := Build(Input{
 		Ingresses: []*netv1.Ingress{tlsIngress("shop", "web", "shop.example.com", "shop-tls")},
+		Classes:   []*netv1.IngressClass{ourClass()},
 		Services:  []*corev1.Service{testService("shop", "web")},
 	})
 	w.mu.Lock()
@@ -322,6 +323,7 @@ func TestScheduleExpiry(t *testing.T) {
 	}
 	in := Input{
 		Ingresses: []*netv1.Ingress{tlsIngress("shop", "web", "shop.example.com", "shop-tls")},
+		Classes:   []*netv1.IngressClass{ourClass()},
 		Secrets:   []*corev1.Secret{tlsSecret(t, "shop", "shop-tls", "shop", "shop")},
 	}
 	snap, _ := Build(in)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,14 @@ func testIngress(ns, name, host, svc string) *netv1.Ingress {
 				}}},
 			}}}},
 		},
+	}
+}
+
+// ourClass is the IngressClass testIngress names, with our controller.
+func ourClass() *netv1.IngressClass {
+	return &netv1.IngressClass{
+		ObjectMeta: metav1.ObjectMeta{Name: DefaultIngressClassName},
+		Spec:       netv1.IngressClassSpec{Controller: ControllerName},
 	}
 }
 
@@ -154,7 +163,7 @@ func match(s *route.Snapshot, host string) *route.Route {
 
 func TestWatcherInitialPublish(t *testing.T) {
 	t.Parallel()
-	h := start(t, Config{},
+	h := start(t, Config{}, ourClass(),
 		testIngress("shop", "web", "shop.example.com", "web"),
 		testService("shop", "web"),
 		testSlice("shop", "web-1", "web", "10.0.0.1", "10.0.0.2"),
@@ -189,7 +198,7 @@ func TestWatcherInitialPublish(t *testing.T) {
 
 func TestWatcherIngressAdd(t *testing.T) {
 	t.Parallel()
-	h := start(t, Config{}, testService("default", "web"), testSlice("default", "web-1", "web", "10.0.0.1"))
+	h := start(t, Config{}, ourClass(), testService("default", "web"), testSlice("default", "web-1", "web", "10.0.0.1"))
 	if got := len(h.w.Snapshot().Hosts()); got != 0 {
 		t.Fatalf("%d host tables before any Ingress", got)
 	}
@@ -237,7 +246,7 @@ func TestWatcherIngressAdd(t *testing.T) {
 // later rules-only change of the same Ingress is incremental again.
 func TestWatcherIngressTLSFull(t *testing.T) {
 	t.Parallel()
-	h := start(t, Config{TLS: TLSConfig{Redirect: true}}, testService("default", "web"), testSlice("default", "web-1", "web", "10.0.0.1"),
+	h := start(t, Config{TLS: TLSConfig{Redirect: true}}, ourClass(), testService("default", "web"), testSlice("default", "web-1", "web", "10.0.0.1"),
 		testIngress("default", "plain", "b.example.com", "web"))
 	ctx := t.Context()
 	ing := testIngress("default", "web", "a.example.com", "web")
@@ -278,7 +287,7 @@ func TestWatcherIngressTLSFull(t *testing.T) {
 
 func TestWatcherEndpointsOnly(t *testing.T) {
 	t.Parallel()
-	h := start(t, Config{},
+	h := start(t, Config{}, ourClass(),
 		testIngress("default", "web", "a.example.com", "web"),
 		testIngress("default", "other", "b.example.com", "other"),
 		testService("default", "web"),
@@ -338,10 +347,74 @@ func TestWatcherEndpointsOnly(t *testing.T) {
 	}
 }
 
+// TestWatcherDrainingFallback: through the endpoint path, a Service whose
+// endpoints are all terminating keeps its serving ones (kube-proxy's
+// fallback) until a ready endpoint appears, in any of its slices; with
+// neither it has none.
+func TestWatcherDrainingFallback(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{}, ourClass(), testIngress("default", "web", "a.example.com", "web"), testService("default", "web"),
+		testSlice("default", "web-1", "web", "10.0.0.1", "10.0.0.2"))
+	ctx := t.Context()
+	eps := h.client.DiscoveryV1().EndpointSlices("default")
+	addrs := func() []string {
+		s := h.w.Snapshot()
+		if r := match(s, "a.example.com"); r != nil {
+			return s.Backends[r.Backend].Addrs
+		}
+		return nil
+	}
+	is := func(want ...string) func() bool {
+		return func() bool { return strings.Join(addrs(), ",") == strings.Join(want, ",") }
+	}
+	full := h.builds("full")
+	rv := 1
+	write := func(sl *discoveryv1.EndpointSlice, create bool) {
+		t.Helper()
+		rv++
+		sl.ResourceVersion = strconv.Itoa(rv)
+		var err error
+		if create {
+			_, err = eps.Create(ctx, sl, metav1.CreateOptions{})
+		} else {
+			_, err = eps.Update(ctx, sl, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	draining := discoveryv1.EndpointConditions{Ready: ptr(false), Serving: ptr(true), Terminating: ptr(true)}
+	gone := discoveryv1.EndpointConditions{Ready: ptr(false), Serving: ptr(false), Terminating: ptr(true)}
+
+	// A rolling update's last pods drain: both terminating, one still serving.
+	sl := testSlice("default", "web-1", "web", "10.0.0.1", "10.0.0.2")
+	sl.Endpoints[0].Conditions = draining
+	sl.Endpoints[1].Conditions = gone
+	write(sl, false)
+	waitFor(t, "the serving terminating endpoint only", is("10.0.0.1:8080"))
+
+	// A new pod becomes ready in another slice: it alone gets new requests.
+	write(testSlice("default", "web-2", "web", "10.0.0.3"), true)
+	waitFor(t, "the ready endpoint only", is("10.0.0.3:8080"))
+
+	// It goes away again, and the draining one stops serving: none.
+	if err := eps.Delete(ctx, "web-2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the fallback again", is("10.0.0.1:8080"))
+	sl = sl.DeepCopy()
+	sl.Endpoints[0].Conditions = gone
+	write(sl, false)
+	waitFor(t, "no endpoint", is())
+	if h.builds("full") != full {
+		t.Errorf("endpoint changes took %v full builds", h.builds("full")-full)
+	}
+}
+
 func TestWatcherUnchangedHash(t *testing.T) {
 	t.Parallel()
 	ing := testIngress("default", "web", "a.example.com", "web")
-	h := start(t, Config{}, ing, testService("default", "web"))
+	h := start(t, Config{}, ourClass(), ing, testService("default", "web"))
 	builds := h.builds("ingresses")
 	ing = ing.DeepCopy()
 	ing.Annotations = map[string]string{"note": "does not change routes"}
@@ -358,9 +431,63 @@ func TestWatcherUnchangedHash(t *testing.T) {
 	}
 }
 
+// TestWatcherIngressClassLifecycle: an Ingress naming our class by
+// spec.ingressClassName is routed only while that IngressClass exists with
+// our controller. Without it the Ingress gets a Problem (logged with the
+// Ingress, counted); creating the IngressClass routes it, deleting it or
+// handing it to another controller stops routing it.
+func TestWatcherIngressClassLifecycle(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{}, testIngress("default", "web", "a.example.com", "web"),
+		testService("default", "web"), testSlice("default", "web-1", "web", "10.0.0.1"))
+	if match(h.w.Snapshot(), "a.example.com") != nil {
+		t.Fatal("routed without its IngressClass")
+	}
+	if got := testutil.ToFloat64(h.w.m.problems.WithLabelValues(KindIngress)); got != 1 {
+		t.Fatalf("problems gauge %v, want 1", got)
+	}
+	if logs := h.logs.String(); !strings.Contains(logs, "ingress=default/web") || !strings.Contains(logs, "IngressClass edgegate not found") {
+		t.Fatalf("missing IngressClass not logged with the Ingress:\n%s", logs)
+	}
+
+	ctx := t.Context()
+	classes := h.client.NetworkingV1().IngressClasses()
+	ic, err := classes.Create(ctx, ourClass(), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "routed once the IngressClass exists", func() bool { return match(h.w.Snapshot(), "a.example.com") != nil })
+	waitFor(t, "the problem resolved", func() bool {
+		return testutil.ToFloat64(h.w.m.problems.WithLabelValues(KindIngress)) == 0 &&
+			strings.Contains(h.logs.String(), "config problem resolved")
+	})
+
+	ic = ic.DeepCopy()
+	ic.Spec.Controller = "example.com/other"
+	ic.ResourceVersion = "2"
+	if _, err := classes.Update(ctx, ic, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "unrouted once the IngressClass is another controller's", func() bool { return match(h.w.Snapshot(), "a.example.com") == nil })
+
+	ic = ic.DeepCopy()
+	ic.Spec.Controller = ControllerName
+	ic.ResourceVersion = "3"
+	if _, err := classes.Update(ctx, ic, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "routed again", func() bool { return match(h.w.Snapshot(), "a.example.com") != nil })
+
+	if err := classes.Delete(ctx, ic.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "unrouted once the IngressClass is deleted", func() bool { return match(h.w.Snapshot(), "a.example.com") == nil })
+	waitFor(t, "the problem back", func() bool { return testutil.ToFloat64(h.w.m.problems.WithLabelValues(KindIngress)) == 1 })
+}
+
 func TestWatcherNamespaces(t *testing.T) {
 	t.Parallel()
-	h := start(t, Config{Namespaces: []string{"a", "b"}},
+	h := start(t, Config{Namespaces: []string{"a", "b"}}, ourClass(),
 		testIngress("a", "web", "a.example.com", "web"),
 		testIngress("c", "web", "c.example.com", "web"),
 	)
@@ -376,7 +503,7 @@ func TestWatcherNamespaces(t *testing.T) {
 
 func TestWatcherProblemsLoggedOnce(t *testing.T) {
 	t.Parallel()
-	h := start(t, Config{}, testIngress("default", "web", "a.example.com", "missing"))
+	h := start(t, Config{}, ourClass(), testIngress("default", "web", "a.example.com", "missing"))
 	if got := testutil.ToFloat64(h.w.m.problems.WithLabelValues(KindIngress)); got != 1 {
 		t.Fatalf("problems gauge %v, want 1", got)
 	}
@@ -527,7 +654,7 @@ func TestStripObject(t *testing.T) {
 // unpublished build's slots, and a route ended up on another backend.)
 func TestWatcherUnpublishedFullBuildKeepsLayout(t *testing.T) {
 	t.Parallel()
-	h := start(t, Config{}, testService("default", "zeta"), testSlice("default", "zeta-1", "zeta", "10.0.0.1"))
+	h := start(t, Config{}, ourClass(), testService("default", "zeta"), testSlice("default", "zeta-1", "zeta", "10.0.0.1"))
 	ctx := t.Context()
 	ings := h.client.NetworkingV1().Ingresses("default")
 	// zeta first, then alpha (missing Service): slots zeta=0, alpha=1,
@@ -576,7 +703,7 @@ func TestWatcherUnpublishedFullBuildKeepsLayout(t *testing.T) {
 // route answers 503 and the Problem is logged; restoring it routes again.
 func TestWatcherServiceChanges(t *testing.T) {
 	t.Parallel()
-	h := start(t, Config{}, testIngress("default", "web", "a.example.com", "web"), testService("default", "web"),
+	h := start(t, Config{}, ourClass(), testIngress("default", "web", "a.example.com", "web"), testService("default", "web"),
 		testSlice("default", "web-1", "web", "10.0.0.1"))
 	ctx := t.Context()
 	svcs := h.client.CoreV1().Services("default")

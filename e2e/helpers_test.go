@@ -30,6 +30,9 @@ import (
 	"github.com/edgegate/edgegate/internal/podnet"
 )
 
+// controllerName is the spec.controller of edgegate's IngressClasses.
+const controllerName = "edgegate.io/ingress-controller"
+
 // gatewayBin is the edgegate binary built once by TestMain.
 var gatewayBin string
 
@@ -74,7 +77,8 @@ func testMain(m *testing.M) int {
 }
 
 // env is one test's world: its own namespace on the shared API server, its
-// own ingress class and its own gateway process watching that class.
+// own IngressClass (of the same name) and its own gateway process watching
+// that class.
 type env struct {
 	t      *testing.T
 	ctx    context.Context
@@ -88,7 +92,7 @@ type env struct {
 
 var envSeq atomic.Int64
 
-// newEnv starts a gateway for a fresh namespace and ingress class. Options
+// newEnv starts a gateway for a fresh namespace and IngressClass. Options
 // go to the gateway process.
 func newEnv(t *testing.T, opts ...func(*env, *gatewayproc.Options)) *env {
 	t.Helper()
@@ -115,6 +119,12 @@ func newEnvOn(t *testing.T, cp *controlplane.ControlPlane, opts ...func(*env, *g
 	_, err := e.client.CoreV1().Namespaces().Create(e.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create namespace: %v", err)
+	}
+	// The env's IngressClass: Ingresses naming it are routed only while it
+	// exists with our controller.
+	ic := &netv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: e.class}, Spec: netv1.IngressClassSpec{Controller: controllerName}}
+	if _, err := e.client.NetworkingV1().IngressClasses().Create(e.ctx, ic, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create ingressclass: %v", err)
 	}
 	o := gatewayproc.Options{
 		Bin:             gatewayBin,
@@ -231,9 +241,10 @@ func svcPort(name string, port int32, target intstr.IntOrString) corev1.ServiceP
 
 // ep is one endpoint of a slice.
 type ep struct {
-	p     *pod
-	ready *bool
-	term  bool
+	p       *pod
+	ready   *bool
+	serving *bool
+	term    bool
 }
 
 func ready(p *pod) ep    { t := true; return ep{p: p, ready: &t} }
@@ -257,7 +268,7 @@ func (e *env) slice(svc, name, portName string, eps ...ep) {
 		port = int32(x.p.port)
 		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
 			Addresses:  []string{x.p.ip.String()},
-			Conditions: discoveryv1.EndpointConditions{Ready: x.ready, Terminating: &x.term},
+			Conditions: discoveryv1.EndpointConditions{Ready: x.ready, Serving: x.serving, Terminating: &x.term},
 		})
 	}
 	pn, proto := portName, corev1.ProtocolTCP

@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -206,7 +205,8 @@ func TestEndpointsReadyRemovedAndBalanced(t *testing.T) {
 		t.Fatalf("not-ready pod still receives traffic: %v", got)
 	}
 
-	// Terminating (ready=false, terminating=true): no new requests either.
+	// Terminating (ready=false, terminating=true) while another is ready: no
+	// new requests either.
 	term := notReady(a)
 	term.term = true
 	e.slice("svc", "svc-1", "http", term, ready(b))
@@ -228,6 +228,17 @@ func TestEndpointsReadyRemovedAndBalanced(t *testing.T) {
 	// No ready endpoint at all: 503.
 	e.slice("svc", "svc-1", "http", notReady(b))
 	e.expect(host, "/", want{status: 503})
+
+	// Still none ready, but a serving terminating one (the last pod of a
+	// rolling update draining): it takes the requests (KEP-1669).
+	serving := true
+	drain := notReady(b)
+	drain.serving, drain.term = &serving, true
+	e.slice("svc", "svc-1", "http", drain, notReady(a))
+	e.expect(host, "/", want{pod: "pod-b"})
+	if got := seen(10); got["pod-b"] != 10 {
+		t.Fatalf("serving terminating endpoint: distribution %v", got)
+	}
 }
 
 func TestIPv6Endpoint(t *testing.T) {
@@ -259,6 +270,10 @@ func TestIngressClassSelection(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.app("app")
+	classes := e.client.NetworkingV1().IngressClasses()
+
+	// spec.ingressClassName names our IngressClass (newEnv created it).
+	e.ingress(e.ing("named", rule("named."+e.ns+".test", prefix("/", "app", 80))))
 
 	// Another class's Ingress is ignored.
 	other := e.ing("other", rule("other."+e.ns+".test", prefix("/", "app", 80)))
@@ -277,23 +292,41 @@ func TestIngressClassSelection(t *testing.T) {
 	classless.Spec.IngressClassName = nil
 	e.ingress(classless)
 
+	e.expect("named."+e.ns+".test", "/", want{pod: "app"})
 	e.expect("legacy."+e.ns+".test", "/", want{pod: "app"})
 	e.expect("classless."+e.ns+".test", "/", want{status: 404})
 	e.expect("other."+e.ns+".test", "/", want{status: 404})
 
-	ic := &netv1.IngressClass{
-		ObjectMeta: metav1.ObjectMeta{Name: e.class, Annotations: map[string]string{netv1.AnnotationIsDefaultIngressClass: "true"}},
-		Spec:       netv1.IngressClassSpec{Controller: "edgegate.io/ingress-controller"},
-	}
-	if _, err := e.client.NetworkingV1().IngressClasses().Create(e.ctx, ic, metav1.CreateOptions{}); err != nil {
+	ic, err := classes.Get(e.ctx, e.class, metav1.GetOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = e.client.NetworkingV1().IngressClasses().Delete(context.Background(), e.class, metav1.DeleteOptions{})
-	})
+	ic.Annotations = map[string]string{netv1.AnnotationIsDefaultIngressClass: "true"}
+	if _, err := classes.Update(e.ctx, ic, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	e.expect("classless."+e.ns+".test", "/", want{pod: "app"})
 	e.expect("other."+e.ns+".test", "/", want{status: 404})
 	e.expect("legacy."+e.ns+".test", "/", want{pod: "app"})
+
+	// Without the IngressClass, spec.ingressClassName selects nothing (a
+	// logged problem) and there is no default class; the legacy annotation
+	// predates IngressClass objects and still selects us by name.
+	if err := classes.Delete(e.ctx, e.class, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.expect("named."+e.ns+".test", "/", want{status: 404})
+	e.expect("classless."+e.ns+".test", "/", want{status: 404})
+	e.expect("legacy."+e.ns+".test", "/", want{pod: "app"})
+	e.logContains(e.ns+"/named", "IngressClass "+e.class+" not found")
+
+	// Created again: routed again.
+	ic = &netv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: e.class}, Spec: netv1.IngressClassSpec{Controller: controllerName}}
+	if _, err := classes.Create(e.ctx, ic, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.expect("named."+e.ns+".test", "/", want{pod: "app"})
+	e.expect("classless."+e.ns+".test", "/", want{status: 404})
 }
 
 func TestBadInputIsIsolated(t *testing.T) {

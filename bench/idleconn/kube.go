@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -56,11 +57,17 @@ func startPod(pn *podnet.Network) (*pod, error) {
 	return p, nil
 }
 
-// createObjects creates the namespace, Service, EndpointSlice (the pod) and
-// the Ingress routing host to it.
+// createObjects creates the namespace, the IngressClass, the Service, the
+// EndpointSlice (the pod) and the Ingress routing host to it.
 func createObjects(ctx context.Context, c kubernetes.Interface, p *pod) error {
 	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return err
+	}
+	if _, err := c.NetworkingV1().IngressClasses().Create(ctx, &netv1.IngressClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "edgegate"},
+		Spec:       netv1.IngressClassSpec{Controller: "edgegate.io/ingress-controller"},
+	}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create IngressClass: %w", err)
 	}
 	if _, err := c.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "svc"},

@@ -32,11 +32,18 @@ func newKube(cp *controlplane.ControlPlane) (*kube, error) {
 	return &kube{c: c}, nil
 }
 
-// createBase writes the namespace, the Service "svc" (port 80 -> 8080), an
-// EndpointSlice with both pods and the Ingress for benchHost.
+// createBase writes the namespace, the IngressClass "edgegate", the Service
+// "svc" (port 80 -> 8080), an EndpointSlice with both pods and the Ingress for
+// benchHost.
 func (k *kube) createBase(ctx context.Context, pods []*pod) error {
 	if _, err := k.c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNS}}, metav1.CreateOptions{}); err != nil {
 		return err
+	}
+	if _, err := k.c.NetworkingV1().IngressClasses().Create(ctx, &netv1.IngressClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "edgegate"},
+		Spec:       netv1.IngressClassSpec{Controller: "edgegate.io/ingress-controller"},
+	}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create IngressClass: %w", err)
 	}
 	if _, err := k.c.CoreV1().Services(benchNS).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "svc"},

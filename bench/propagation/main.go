@@ -77,6 +77,12 @@ func run(changes int, out string) error {
 	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
+	if _, err := c.NetworkingV1().IngressClasses().Create(ctx, &netv1.IngressClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "edgegate"},
+		Spec:       netv1.IngressClassSpec{Controller: "edgegate.io/ingress-controller"},
+	}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create IngressClass: %w", err)
+	}
 	podA, err := startPod(pn, "a")
 	if err != nil {
 		return err
