@@ -215,6 +215,7 @@ type metrics struct {
 	upErr       [numErrKinds]prometheus.Counter
 
 	staleRetries prometheus.Counter
+	upgraded     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -241,6 +242,10 @@ func newMetrics() *metrics {
 			Name: "edgegate_upstream_stale_retries_total",
 			Help: "Round trips retried on a new connection because the pooled keep-alive connection they used had been closed by the endpoint.",
 		}),
+		upgraded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edgegate_http_upgraded_connections",
+			Help: "Client connections upgraded (WebSocket or another protocol) and tunnelled to an endpoint, open now.",
+		}),
 	}
 	for i := range m.upErr {
 		m.upErr[i] = m.upErrVec.WithLabelValues(errKindNames[i])
@@ -249,5 +254,5 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec, m.staleRetries}
+	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec, m.staleRetries, m.upgraded}
 }

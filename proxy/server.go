@@ -35,6 +35,8 @@ type Server struct {
 
 	park      *parker // nil: idle connections are not parked
 	parkStart sync.Once
+
+	tunnels tunnelSet // upgraded connections (upgrade.go)
 }
 
 // New validates cfg, applies its defaults and returns a Server that is not
@@ -181,17 +183,22 @@ func (s *Server) ListenAndServe() error {
 // Shutdown stops accepting connections on every listener (Serve and
 // ServeTLS), closes idle ones, and waits for
 // requests in flight (streaming bodies included) to finish, until ctx is
-// done. Responses written meanwhile carry Connection: close.
+// done. Responses written meanwhile carry Connection: close. Then it
+// closes the upgraded connections (WebSocket tunnels) and waits, until ctx
+// is done, for them to end.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if s.park != nil {
 		s.park.close() // parked connections are idle ones
 	}
-	return s.srv.ShutdownWithContext(ctx)
+	err := s.srv.ShutdownWithContext(ctx)
+	s.tunnels.shutdown(ctx)
+	return err
 }
 
 // Collectors returns the proxy's metrics for registration:
 // edgegate_http_requests_total, edgegate_http_upstream_duration_seconds,
 // edgegate_http_bad_requests_total, edgegate_http_panics_total,
+// edgegate_http_upgraded_connections,
 // edgegate_upstream_errors_total and
 // edgegate_upstream_stale_retries_total. Reading them costs nothing per
 // request (atomics read at scrape time).
@@ -494,7 +501,7 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 	if secure {
 		proto = protoHTTPS
 	}
-	rewriteRequest(&req.Header, &x.sc, ip, port, proto)
+	upgrade := rewriteRequest(&req.Header, &x.sc, ip, port, proto)
 	req.UseHostHeader = true // never rewrite Host to the endpoint address
 	if u := req.URI(); !bytes.Equal(u.Scheme(), protoHTTP) {
 		// The endpoint speaks plain HTTP whatever the client did: a TLS
@@ -507,6 +514,10 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 		x.method = append(x.method[:0], ctx.Method()...)
 		x.host = append(x.host[:0], req.Header.Host()...)
 		x.path = append(x.path[:0], ctx.Path()...)
+	}
+	if upgrade && upgradable(req) {
+		s.upgrade(ctx, st, ep)
+		return
 	}
 	withBody := hasBody(req)
 	if withBody && c != nil {
