@@ -732,3 +732,20 @@ func TestUpgradeIdleTimeout(t *testing.T) {
 	wantEvent(t, pod.events, "eof")
 	waitFor(t, "gauge back to 0", func() bool { return h.upgraded() == 0 })
 }
+
+func TestUpgradeMaxConnsPerEndpoint(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.MaxConnsPerEndpoint = 1 })
+	publishWS(t, h)
+	first := wsHandshake(t, dialPlain(t, h.addr), "x", nil)
+	first.recv()
+	resp, body := h.raw("GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+	if resp.StatusCode != 503 || body != "edgegate: upstream busy\n" {
+		t.Errorf("second tunnel: %d %q, want 503", resp.StatusCode, body)
+	}
+	first.c.Close()
+	h.waitIdleEndpoints(t)
+	again := wsHandshake(t, dialPlain(t, h.addr), "x", nil)
+	again.recv()
+	again.echo("room again")
+}
