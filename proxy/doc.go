@@ -152,7 +152,8 @@
 // A tunnel counts as a 101 in edgegate_http_requests_total when it opens,
 // in edgegate_http_upgraded_connections while it is open, and in flight on
 // its endpoint until it ends; its access log line, status 101, is written
-// when it ends, with its duration and the bytes sent to the client. As the
+// when it ends, with its duration and the bytes the endpoint sent through
+// it (after the 101 head). As the
 // endpoint's pool does not see tunnel connections, MaxConnsPerEndpoint
 // bounds them another way: a new tunnel gets 503 when the endpoint's
 // requests and tunnels in progress have reached it.

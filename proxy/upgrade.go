@@ -76,7 +76,7 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx, st *handlerState, ep *balance
 		return
 	}
 
-	t := &tunnel{s: s, up: up, ep: ep, start: ctx.Time(), idle: s.cfg.IdleTimeout}
+	t := &tunnel{s: s, client: ctx.Conn(), up: up, ep: ep, start: ctx.Time(), idle: s.cfg.IdleTimeout}
 	if !s.tunnels.add(t) {
 		// Shutting down: the 101 never reaches the client.
 		_ = up.Close()
@@ -107,6 +107,7 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx, st *handlerState, ep *balance
 	if n := br.Buffered(); n > 0 {
 		b, _ := br.Peek(n)
 		t.head = append(t.head, b...)
+		t.early = int64(n)
 	}
 	if s.cfg.AccessLog {
 		t.method = append([]byte(nil), x.method...)
@@ -116,7 +117,6 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx, st *handlerState, ep *balance
 	st.x = nil
 	x.release()
 
-	t.client = ctx.Conn()
 	if c := clientConnOf(t.client); c != nil {
 		// Never parked: the tunnel owns the connection from now on, and
 		// it is no keep-alive connection.
@@ -223,6 +223,7 @@ type tunnel struct {
 	client net.Conn // the connection fasthttp served (*conn, *tlsConn)
 	up     *conn    // the endpoint connection, opened for this tunnel
 	head   []byte   // 101 head and the endpoint's bytes after it
+	early  int64    // how many of those bytes
 
 	last    atomic.Int64 // UnixNano of the last byte read on either side
 	aborted atomic.Bool
@@ -247,7 +248,7 @@ func (t *tunnel) run(hc net.Conn) {
 	var toClient int64
 	var err error
 	if _, err = hc.Write(t.head); err == nil {
-		toClient = int64(len(t.head))
+		toClient = t.early
 		t.head = nil
 		done := make(chan error, 1)
 		go func() {

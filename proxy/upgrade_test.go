@@ -324,10 +324,11 @@ func TestUpgradeWebSocket(t *testing.T) {
 	if got := ws.recv(); got != wsHello {
 		t.Errorf("server-initiated message %q", got)
 	}
-	for i := range 5 {
-		ws.echo(fmt.Sprintf("message %d", i))
+	sent := len(appendFrame(nil, opText, []byte(wsHello), false)) + len(appendFrame(nil, opText, []byte(wsBye), false))
+	for _, msg := range []string{"message 0", "message 1", "message 2", strings.Repeat("large frame, several reads. ", 10000)} {
+		ws.echo(msg)
+		sent += len(appendFrame(nil, opText, []byte(msg), false))
 	}
-	ws.echo(strings.Repeat("large frame, several reads. ", 10000))
 	if n := h.upgraded(); n != 1 {
 		t.Errorf("upgraded gauge %v, want 1", n)
 	}
@@ -345,7 +346,7 @@ func TestUpgradeWebSocket(t *testing.T) {
 	waitFor(t, "gauge back to 0", func() bool { return h.upgraded() == 0 })
 	waitFor(t, "access log line", func() bool { return strings.Contains(logs.String(), "status=101") })
 	out := logs.String()
-	for _, want := range []string{"method=GET host=WS.test:8080 path=/chat status=101", "upstream=" + pod.addr} {
+	for _, want := range []string{"method=GET host=WS.test:8080 path=/chat status=101", "upstream=" + pod.addr, fmt.Sprintf("bytes=%d\n", sent)} {
 		if !strings.Contains(out, want) {
 			t.Errorf("access log lacks %q:\n%s", want, out)
 		}
