@@ -100,8 +100,9 @@ type HTTPConfig struct {
 	// 0 means no limit. Default 60s.
 	WriteTimeout Duration `toml:"write_timeout"`
 
-	// IdleTimeout is how long an idle keep-alive client connection is kept.
-	// Default 120s.
+	// IdleTimeout is how long an idle keep-alive client connection is kept,
+	// and how long an upgraded (WebSocket) connection is kept with no byte
+	// moving either way. Default 120s.
 	IdleTimeout Duration `toml:"idle_timeout"`
 
 	// ParkIdleAfter is how long an idle keep-alive client connection (HTTP

@@ -25,7 +25,9 @@ type Config struct {
 	// negative: no limit.
 	WriteTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a keep-alive
-	// client connection. Default 90s.
+	// client connection, and closes an upgraded connection (WebSocket
+	// tunnel) on which no byte moved either way for this long. Default
+	// 90s.
 	IdleTimeout time.Duration
 	// ParkIdleAfter is how long a keep-alive client connection waits for
 	// its next request on its own goroutine; after that it is parked until

@@ -144,9 +144,50 @@
 // hijacked connection without a length and ended by closing it
 // (exchange.sendUntilClose).
 //
+// # Upgrades (WebSocket)
+//
+// A request with the Connection token "upgrade" and an Upgrade header (any
+// protocol) is routed, redirected and answered 404 or 503 like any other.
+// If it is an HTTP/1.1 GET without a body it is then sent to the endpoint
+// on a new connection of its own, dialled under ConnectTimeout and never
+// taken from or returned to the pool, with the usual header rewrite and
+// Upgrade and Connection: upgrade put back (upgrade.go); other upgrade
+// requests are forwarded as plain ones, without Upgrade. The endpoint's
+// response head is awaited under ResponseTimeout (per read, as for any
+// request); a failure up to there answers 502 or 504 as usual.
+//
+// A 101 is written to the client with the endpoint's Upgrade and
+// Connection: upgrade, together with any bytes the endpoint sent after its
+// head. The client connection (plain or TLS) is then hijacked from fasthttp
+// and the two connections are joined by a tunnel: one goroutine per
+// direction copies bytes through an 8 KiB buffer, starting with whatever
+// the client sent after its request head (fasthttp's read buffer). One
+// side's end of stream is passed on as a half-close of the other (TCP
+// shutdown for writing, after close_notify on TLS) and the other direction
+// goes on; the tunnel ends when both have, or at once on an error, or when
+// no byte moved in either direction for IdleTimeout. Each write is bounded
+// as outside tunnels: WriteTimeout to the client, ResponseTimeout to the
+// endpoint. A tunnelled connection is never parked. Shutdown closes the
+// tunnels once requests in flight have drained (or ctx is done); fasthttp
+// does not see hijacked connections.
+//
+// A tunnel counts as a 101 in edgegate_http_requests_total when it opens,
+// in edgegate_http_upgraded_connections while it is open, and in flight on
+// its endpoint until it ends; its access log line, status 101, is written
+// when it ends, with its duration and the bytes the endpoint sent through
+// it (after the 101 head). As the
+// endpoint's pool does not see tunnel connections, MaxConnsPerEndpoint
+// bounds them another way: a new tunnel gets 503 when the endpoint's
+// requests and tunnels in progress have reached it.
+//
+// Any other answer is forwarded as a normal response, and the connection
+// opened for it is closed afterwards; the client connection stays a
+// keep-alive one.
+//
 // # Not supported yet
 //
-// Upgrade (WebSocket) and CONNECT are not proxied: Upgrade is a hop-by-hop
-// header and is stripped, so the endpoint sees a plain request. Request and
-// response trailers are dropped. HTTP/2 is not spoken on either side.
+// CONNECT is not proxied. Request and response trailers are dropped.
+// HTTP/2 is not spoken on either side; an h2c upgrade reaches the endpoint
+// without HTTP2-Settings (a header its Connection names), so the endpoint
+// answers in HTTP/1.1.
 package proxy

@@ -18,10 +18,14 @@ type scratch struct {
 	ntok   int
 	dels   []byte // header names to delete, '\n'-terminated
 	xff    []byte // incoming X-Forwarded-For values, joined
+	// upgrade holds a request's Upgrade values, joined, when
+	// rewriteRequest found an upgrade request.
+	upgrade []byte
 }
 
 func (sc *scratch) reset() {
 	sc.tokens, sc.ntok, sc.dels, sc.xff = sc.tokens[:0], 0, sc.dels[:0], sc.xff[:0]
+	sc.upgrade = sc.upgrade[:0]
 }
 
 // maxConnTokens caps the Connection tokens honoured per message, so a
@@ -193,10 +197,12 @@ var (
 	hdrXRealIP   = []byte("X-Real-IP")
 	protoHTTP    = []byte("http")
 	protoHTTPS   = []byte("https")
+	tokUpgrade   = []byte("upgrade")
 	commaSpace   = []byte(", ")
 	canonTrailer = "Trailer"
 	protoHTTP10  = []byte("HTTP/1.0")
 	protoHTTP11  = []byte("HTTP/1.1")
+	canonUpgrade = "Upgrade"
 )
 
 // hostByte marks the bytes a Host header may hold (RFC 3986 reg-name,
@@ -231,14 +237,29 @@ func validHost(h []byte) bool {
 // headers that need them are then not set); proto is the scheme of the
 // listener that accepted the connection ("http" or "https"). h must hold a parsed request
 // (its raw header block is what is scanned).
-func rewriteRequest(h *fasthttp.RequestHeader, sc *scratch, ip, port, proto []byte) {
+//
+// It reports whether the request asked for a protocol upgrade: a
+// Connection token "upgrade" and an Upgrade header, whose values are then
+// left, joined, in sc.upgrade. Both headers are removed all the same; the
+// caller puts them back if it tunnels the connection (see upgrade.go).
+func rewriteRequest(h *fasthttp.RequestHeader, sc *scratch, ip, port, proto []byte) (upgrade bool) {
 	sc.reset()
 	for k, v := range h.AllInOrder() {
 		switch classify(k) {
 		case kindConnection:
 			sc.addTokens(v)
 			sc.addDel(k)
-		case kindHop, kindExpect, kindForwarded:
+		case kindHop:
+			if len(k) == len(canonUpgrade) && equalFold(k, canonUpgrade) {
+				if v = trimOWS(v); len(v) > 0 {
+					if len(sc.upgrade) > 0 {
+						sc.upgrade = append(sc.upgrade, commaSpace...)
+					}
+					sc.upgrade = append(sc.upgrade, v...)
+				}
+			}
+			sc.addDel(k)
+		case kindExpect, kindForwarded:
 			sc.addDel(k)
 		case kindXFF:
 			if v = trimOWS(v); len(v) > 0 {
@@ -250,6 +271,7 @@ func rewriteRequest(h *fasthttp.RequestHeader, sc *scratch, ip, port, proto []by
 			sc.addDel(k)
 		}
 	}
+	upgrade = len(sc.upgrade) > 0 && sc.named(tokUpgrade)
 	if sc.ntok > 0 {
 		for k := range h.AllInOrder() {
 			if classify(k) == kindOther && sc.named(k) {
@@ -280,6 +302,7 @@ func rewriteRequest(h *fasthttp.RequestHeader, sc *scratch, ip, port, proto []by
 	if len(port) > 0 {
 		h.SetCanonical(hdrXFPort, port)
 	}
+	return upgrade
 }
 
 func deleteNames(h *fasthttp.RequestHeader, names []byte) {

@@ -164,3 +164,36 @@ func FuzzRewrite(f *testing.F) {
 		}
 	})
 }
+
+func TestRewriteRequestUpgrade(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, headers string
+		want          bool
+		value         string
+	}{
+		{"websocket", "Connection: Upgrade\r\nUpgrade: websocket\r\n", true, "websocket"},
+		{"token in a list, any case", "connection: keep-alive, UPGRADE\r\nupgrade: websocket\r\n", true, "websocket"},
+		{"two Connection headers", "Connection: keep-alive\r\nConnection: upgrade\r\nUpgrade: h2c\r\n", true, "h2c"},
+		{"two Upgrade headers", "Connection: upgrade\r\nUpgrade: foo/1\r\nUpgrade:  bar \r\n", true, "foo/1, bar"},
+		{"no Connection token", "Connection: keep-alive\r\nUpgrade: websocket\r\n", false, ""},
+		{"no Upgrade header", "Connection: upgrade\r\n", false, ""},
+		{"empty Upgrade", "Connection: upgrade\r\nUpgrade: \r\n", false, ""},
+		{"token is a prefix", "Connection: upgrades\r\nUpgrade: websocket\r\n", false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := parseReq(t, "GET / HTTP/1.1\r\nHost: h\r\n"+tc.headers+"\r\n")
+			var sc scratch
+			got := rewriteRequest(&req.Header, &sc, nil, nil, protoHTTP)
+			if got != tc.want || (got && string(sc.upgrade) != tc.value) {
+				t.Errorf("upgrade %v %q, want %v %q", got, sc.upgrade, tc.want, tc.value)
+			}
+			// Removed either way: the tunnel puts them back.
+			for _, k := range []string{"upgrade:", "connection:"} {
+				if strings.Contains(strings.ToLower(string(req.Header.Header())), k) {
+					t.Errorf("%s left:\n%s", k, req.Header.Header())
+				}
+			}
+		})
+	}
+}

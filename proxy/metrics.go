@@ -216,6 +216,7 @@ type metrics struct {
 
 	staleRetries prometheus.Counter
 	dialRetries  prometheus.Counter
+	upgraded     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -246,6 +247,10 @@ func newMetrics() *metrics {
 			Name: "edgegate_upstream_next_endpoint_total",
 			Help: "Requests sent to another endpoint of their backend because connecting to the one picked failed.",
 		}),
+		upgraded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edgegate_http_upgraded_connections",
+			Help: "Client connections upgraded (WebSocket or another protocol) and tunnelled to an endpoint, open now.",
+		}),
 	}
 	for i := range m.upErr {
 		m.upErr[i] = m.upErrVec.WithLabelValues(errKindNames[i])
@@ -254,5 +259,5 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec, m.staleRetries, m.dialRetries}
+	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec, m.staleRetries, m.dialRetries, m.upgraded}
 }

@@ -37,6 +37,8 @@ type Server struct {
 
 	park      *parker // nil: idle connections are not parked
 	parkStart sync.Once
+
+	tunnels tunnelSet // upgraded connections (upgrade.go)
 }
 
 // New validates cfg, applies its defaults and returns a Server that is not
@@ -187,17 +189,22 @@ func (s *Server) ListenAndServe() error {
 // Shutdown stops accepting connections on every listener (Serve and
 // ServeTLS), closes idle ones, and waits for
 // requests in flight (streaming bodies included) to finish, until ctx is
-// done. Responses written meanwhile carry Connection: close.
+// done. Responses written meanwhile carry Connection: close. Then it
+// closes the upgraded connections (WebSocket tunnels) and waits, until ctx
+// is done, for them to end.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if s.park != nil {
 		s.park.close() // parked connections are idle ones
 	}
-	return s.srv.ShutdownWithContext(ctx)
+	err := s.srv.ShutdownWithContext(ctx)
+	s.tunnels.shutdown(ctx)
+	return err
 }
 
 // Collectors returns the proxy's metrics for registration:
 // edgegate_http_requests_total, edgegate_http_upstream_duration_seconds,
 // edgegate_http_bad_requests_total, edgegate_http_panics_total,
+// edgegate_http_upgraded_connections,
 // edgegate_upstream_errors_total and
 // edgegate_upstream_stale_retries_total. Reading them costs nothing per
 // request (atomics read at scrape time).
@@ -511,21 +518,11 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 	if secure {
 		proto = protoHTTPS
 	}
-	rewriteRequest(&req.Header, &x.sc, ip, port, proto)
+	upgrade := rewriteRequest(&req.Header, &x.sc, ip, port, proto)
 	if len(host) == 0 {
 		// HTTP/1.0 without Host: the endpoint still needs one (set after
 		// the rewrite, so it is not taken for the client's X-Forwarded-Host).
 		req.Header.SetHost(ep.Addr)
-	}
-	// The endpoint is spoken to in HTTP/1.1 whatever the client's version,
-	// so its connection stays pooled and its response is framed (length or
-	// chunked); an HTTP/1.0 client gets it back framed for HTTP/1.0
-	// (sendUntilClose). The client's version is restored after the round
-	// trip: fasthttp's server decides the client connection's keep-alive
-	// by it.
-	http10 := !req.Header.IsHTTP11()
-	if http10 {
-		req.Header.SetProtocolBytes(protoHTTP11)
 	}
 	req.UseHostHeader = true // never rewrite Host to the endpoint address
 	if u := req.URI(); !bytes.Equal(u.Scheme(), protoHTTP) {
@@ -539,6 +536,20 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 		x.method = append(x.method[:0], ctx.Method()...)
 		x.host = append(x.host[:0], req.Header.Host()...)
 		x.path = append(x.path[:0], ctx.Path()...)
+	}
+	if upgrade && upgradable(req) {
+		s.upgrade(ctx, st, ep)
+		return
+	}
+	// The endpoint is spoken to in HTTP/1.1 whatever the client's version,
+	// so its connection stays pooled and its response is framed (length or
+	// chunked); an HTTP/1.0 client gets it back framed for HTTP/1.0
+	// (sendUntilClose). The client's version is restored after the round
+	// trip: fasthttp's server decides the client connection's keep-alive
+	// by it.
+	http10 := !req.Header.IsHTTP11()
+	if http10 {
+		req.Header.SetProtocolBytes(protoHTTP11)
 	}
 	withBody := hasBody(req)
 	if withBody && c != nil {
