@@ -267,6 +267,10 @@ type exchange struct {
 
 	// copies for the access log, filled only when it is enabled
 	method, host, path []byte
+
+	// dedicated is an endpoint connection of this exchange alone (a
+	// refused upgrade's), closed when the exchange is released.
+	dedicated *conn
 }
 
 func (s *Server) acquireExchange() *exchange {
@@ -276,6 +280,10 @@ func (s *Server) acquireExchange() *exchange {
 }
 
 func (x *exchange) release() {
+	if x.dedicated != nil {
+		_ = x.dedicated.Close()
+		x.dedicated = nil
+	}
 	x.resp.Reset()
 	x.body, x.ep, x.status, x.n, x.upErr = nil, nil, 0, 0, nil
 	x.w, x.f, x.werr = nil, nil, nil
@@ -585,6 +593,15 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 	}
 	s.m.upstream.Observe(time.Since(t0).Seconds())
 
+	s.respond(ctx, st, http10)
+}
+
+// respond forwards the endpoint's response held in st.x (from st.ep) to
+// the client: the header now, a body as a stream that ends the exchange
+// when fasthttp has copied it (exchange.CloseWithError), or, without a
+// body, the exchange at once. http10 says the client speaks HTTP/1.0.
+func (s *Server) respond(ctx *fasthttp.RequestCtx, st *handlerState, http10 bool) {
+	x, ep := st.x, st.ep
 	copyResponseHeader(&ctx.Response.Header, &x.resp.Header, &x.sc)
 	status := x.resp.StatusCode()
 	st.stats.inc(status)
@@ -835,6 +852,9 @@ func (s *Server) recovered(ctx *fasthttp.RequestCtx, st *handlerState, p any) {
 		// Its state is unknown: close the endpoint body, do not pool it.
 		st.x = nil
 		_ = x.resp.CloseBodyStream()
+		if x.dedicated != nil {
+			_ = x.dedicated.Close()
+		}
 	}
 	ctx.Response.Reset()
 	ctx.Response.Header.SetNoDefaultContentType(true)

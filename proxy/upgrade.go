@@ -72,7 +72,10 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx, st *handlerState, ep *balance
 	}
 	s.m.upstream.Observe(time.Since(t0).Seconds())
 	if x.resp.StatusCode() != fasthttp.StatusSwitchingProtocols {
-		s.upgradeRefused(ctx, st, up)
+		// Refused: a normal response; the connection opened for it is
+		// closed when the exchange ends, never pooled.
+		x.dedicated = up
+		s.respond(ctx, st, false)
 		return
 	}
 
@@ -150,49 +153,6 @@ func (s *Server) openUpgrade(addr string, req *fasthttp.Request, resp *fasthttp.
 	}
 	resp.ParseNetConn(up) // exchange.WriteTo flushes by the endpoint's pace
 	return up, br, nil
-}
-
-// upgradeRefused forwards an endpoint's answer other than 101 as a normal
-// response, then closes the connection opened for it.
-func (s *Server) upgradeRefused(ctx *fasthttp.RequestCtx, st *handlerState, up *conn) {
-	x, ep := st.x, st.ep
-	copyResponseHeader(&ctx.Response.Header, &x.resp.Header, &x.sc)
-	status := x.resp.StatusCode()
-	st.stats.inc(status)
-	bs := x.resp.BodyStream()
-	if bs == nil {
-		_ = up.Close()
-		ep.End(false)
-		st.ep = nil
-		if s.cfg.AccessLog {
-			s.logAccess(x.method, x.host, x.path, status, time.Since(ctx.Time()), ep.Addr, 0)
-		}
-		st.x = nil
-		x.release()
-		return
-	}
-	x.body, x.ep, x.start, x.status = bs, ep, ctx.Time(), status
-	st.x, st.ep = nil, nil // the body stream owns them now
-	body := &refusedBody{exchange: x, up: up}
-	if cl := x.resp.Header.ContentLength(); cl >= 0 {
-		ctx.Response.SetBodyStream(body, cl)
-	} else {
-		ctx.Response.SetBodyStream(body, -1)
-		ctx.Response.ImmediateHeaderFlush = true
-	}
-}
-
-// refusedBody is the body of a refused upgrade: an exchange whose endpoint
-// connection is closed, not pooled, at the end.
-type refusedBody struct {
-	*exchange
-	up *conn
-}
-
-func (b *refusedBody) CloseWithError(err error) error {
-	up := b.up
-	_ = b.exchange.CloseWithError(err) // releases the exchange
-	return up.Close()
 }
 
 // peekFold returns the first value of header k (matched ignoring case).
