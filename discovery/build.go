@@ -165,6 +165,8 @@ type pendingRoute struct {
 //     endpoints that are serving (unset: as ready) and terminating are used
 //     instead, as kube-proxy does (KEP-1669), so that the last pods of a
 //     rolling update finish draining rather than every request getting 503.
+//     A dual-stack Service (two spec.ipFamilies) uses the addresses of its
+//     primary family, the other family's only when there are none.
 //     Addresses are deduplicated and sorted.
 //   - TLS (spec.tls): hosts are lower-cased; an entry without hosts covers
 //     the Ingress's own rule hosts. An entry without secretName is a
@@ -772,8 +774,31 @@ func ResolveEndpoints(ns, svcName, port string, svc *corev1.Service, sls []*disc
 	if len(addrs) == 0 {
 		addrs = draining
 	}
+	if fams := svc.Spec.IPFamilies; len(fams) == 2 {
+		// Dual-stack: every pod is in both families' slices. Use the
+		// Service's primary family, so that a pod is not weighted twice and
+		// an edge routing only one family to the pods is not sent the
+		// other, unless only the other has endpoints.
+		addrs = preferFamily(addrs, fams[0])
+	}
 	slices.Sort(addrs)
 	return slices.Compact(addrs), ""
+}
+
+// preferFamily returns the addresses ("ip:port") of family fam, or all of
+// them when none is of that family.
+func preferFamily(addrs []string, fam corev1.IPFamily) []string {
+	v6 := fam == corev1.IPv6Protocol
+	var out []string
+	for _, a := range addrs {
+		if strings.HasPrefix(a, "[") == v6 {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return addrs
+	}
+	return out
 }
 
 // endpointUse tells from its conditions whether an endpoint takes new

@@ -123,3 +123,49 @@ func TestResolveEndpointConditions(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveEndpointsDualStack: a dual-stack Service has every pod in an
+// IPv4 and an IPv6 slice; its primary family (spec.ipFamilies[0]) is used,
+// the other only when the primary has no endpoints. Single-stack Services
+// use what their slices hold.
+func TestResolveEndpointsDualStack(t *testing.T) {
+	t.Parallel()
+	slice := func(name string, typ discoveryv1.AddressType, addrs ...string) *discoveryv1.EndpointSlice {
+		sl := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "default", Name: name, Labels: map[string]string{labelServiceName: "web"}},
+			AddressType: typ,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}},
+		}
+		for _, a := range addrs {
+			sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}})
+		}
+		return sl
+	}
+	svc := func(fams ...corev1.IPFamily) *corev1.Service {
+		return &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+			Spec:       corev1.ServiceSpec{IPFamilies: fams, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+		}
+	}
+	v4, v6 := corev1.IPv4Protocol, corev1.IPv6Protocol
+	both4 := slice("v4", discoveryv1.AddressTypeIPv4, "10.0.0.1", "10.0.0.2")
+	both6 := slice("v6", discoveryv1.AddressTypeIPv6, "fd00::1", "fd00::2")
+	empty4 := slice("v4", discoveryv1.AddressTypeIPv4)
+	for _, tc := range []struct {
+		name   string
+		svc    *corev1.Service
+		slices []*discoveryv1.EndpointSlice
+		want   []string
+	}{
+		{"IPv4 primary", svc(v4, v6), []*discoveryv1.EndpointSlice{both4, both6}, []string{"10.0.0.1:8080", "10.0.0.2:8080"}},
+		{"IPv6 primary", svc(v6, v4), []*discoveryv1.EndpointSlice{both4, both6}, []string{"[fd00::1]:8080", "[fd00::2]:8080"}},
+		{"primary without endpoints: the other family", svc(v4, v6), []*discoveryv1.EndpointSlice{empty4, both6}, []string{"[fd00::1]:8080", "[fd00::2]:8080"}},
+		{"single-stack IPv6", svc(v6), []*discoveryv1.EndpointSlice{both6}, []string{"[fd00::1]:8080", "[fd00::2]:8080"}},
+		{"families unset: every slice", svc(), []*discoveryv1.EndpointSlice{both4, both6}, []string{"10.0.0.1:8080", "10.0.0.2:8080", "[fd00::1]:8080", "[fd00::2]:8080"}},
+	} {
+		got, msg := ResolveEndpoints("default", "web", "80", tc.svc, tc.slices)
+		if msg != "" || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v %q, want %v", tc.name, got, msg, tc.want)
+		}
+	}
+}
