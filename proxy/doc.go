@@ -134,7 +134,9 @@
 // would reflect credentials). A Host header with bytes no host has, or
 // userinfo in it or in an absolute-form target ("u:p@host", an error by RFC
 // 9110 4.2.4), gets 400: fasthttp would turn userinfo into an Authorization
-// header for the endpoint.
+// header for the endpoint. A request with both Content-Length and
+// Transfer-Encoding is framed by its chunks and its connection is closed
+// after the response (RFC 9112, 6.3).
 //
 // # HTTP/1.0 clients
 //

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
@@ -215,6 +216,24 @@ var hostByte = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// hasRawContentLength reports whether a raw request header block holds a
+// Content-Length field.
+func hasRawContentLength(raw []byte) bool {
+	const name = "content-length:"
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if len(line) >= len(name) && equalFold(line[:len(name)], name) {
+			return true
+		}
+	}
+	return false
+}
 
 // validHost reports whether a Host header value (possibly empty, as
 // HTTP/1.0 allows) holds only bytes a host and port can be made of.

@@ -311,3 +311,49 @@ func TestBusyEndpointQueues(t *testing.T) {
 		t.Errorf("%v busy errors", n)
 	}
 }
+
+// A request with both Content-Length and Transfer-Encoding is framed by
+// its chunks, and its connection is closed after the response (RFC 9112,
+// 6.3): a peer that went by the length would see another request start
+// elsewhere.
+func TestContentLengthWithChunkedClosesConnection(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	bodies := make(chan string, 2)
+	pod := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		io.WriteString(w, "ok")
+	})
+	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("a", pod))
+
+	raw := h.exchangeRaw("POST / HTTP/1.1\r\nHost: x\r\ncontent-length: 40\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+	status, hdr, body := splitResponse(t, raw)
+	if !strings.HasSuffix(status, " 200 OK") || body != "ok" || !strings.EqualFold(hdr.Get("Connection"), "close") {
+		t.Errorf("CL + TE: %q %v %q, want 200 ok with Connection: close (and the connection closed)", status, hdr, body)
+	}
+	if b := <-bodies; b != "abc" {
+		t.Errorf("pod got body %q, want the chunked body abc", b)
+	}
+	// Chunked alone keeps the connection.
+	resp, body2 := h.raw("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+	if resp.StatusCode != 200 || body2 != "ok" || resp.Close {
+		t.Errorf("chunked alone: %d %q close=%v", resp.StatusCode, body2, resp.Close)
+	}
+	<-bodies
+}
+
+func TestHasRawContentLength(t *testing.T) {
+	for raw, want := range map[string]bool{
+		"Host: x\r\nContent-Length: 3\r\n\r\n":          true,
+		"Host: x\r\ncontent-LENGTH:3\r\n":               true,
+		"Host: x\r\nTransfer-Encoding: chunked\r\n\r\n": false,
+		"X-Content-Length: 3\r\n":                       false,
+		"Host: content-length:\r\n":                     false,
+		"":                                              false,
+	} {
+		if got := hasRawContentLength([]byte(raw)); got != want {
+			t.Errorf("%q: %v, want %v", raw, got, want)
+		}
+	}
+}

@@ -563,6 +563,13 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 	if withBody && c != nil {
 		c.bodyPhase()
 	}
+	if req.Header.ContentLength() == -1 && hasRawContentLength(req.Header.RawHeaders()) {
+		// Content-Length and Transfer-Encoding both: the chunked framing
+		// is the one used (fasthttp drops the length), and the connection
+		// is closed after the response (RFC 9112, 6.3): a peer that framed
+		// it by the length disagrees on where the next request starts.
+		ctx.SetConnectionClose()
+	}
 
 	ep.Begin()
 	st.ep = ep
