@@ -27,7 +27,7 @@ type Config struct {
 	// IdleTimeout bounds the wait for the next request on a keep-alive
 	// client connection, and closes an upgraded connection (WebSocket
 	// tunnel) on which no byte moved either way for this long. Default
-	// 90s.
+	// 120s.
 	IdleTimeout time.Duration
 	// ParkIdleAfter is how long a keep-alive client connection waits for
 	// its next request on its own goroutine; after that it is parked until
@@ -97,7 +97,7 @@ const (
 	DefaultListen              = ":80"
 	DefaultReadTimeout         = 60 * time.Second
 	DefaultWriteTimeout        = 60 * time.Second
-	DefaultIdleTimeout         = 90 * time.Second
+	DefaultIdleTimeout         = 120 * time.Second // as config's http.idle_timeout
 	DefaultParkIdleAfter       = time.Second
 	DefaultMaxHeaderBytes      = 16384
 	DefaultConnectTimeout      = 5 * time.Second

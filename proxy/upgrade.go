@@ -70,19 +70,20 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx, st *handlerState, ep *balance
 		s.upstreamFailed(ctx, st, err, k, false)
 		return
 	}
+	// The exchange owns the connection opened for it until a tunnel takes
+	// it over: released (a refused upgrade's response done, a panic), it
+	// closes it; never pooled.
+	x.dedicated = up
 	s.m.upstream.Observe(time.Since(t0).Seconds())
 	if x.resp.StatusCode() != fasthttp.StatusSwitchingProtocols {
-		// Refused: a normal response; the connection opened for it is
-		// closed when the exchange ends, never pooled.
-		x.dedicated = up
 		s.respond(ctx, st, false)
 		return
 	}
 
 	t := &tunnel{s: s, client: ctx.Conn(), up: up, ep: ep, start: ctx.Time(), idle: s.cfg.IdleTimeout}
 	if !s.tunnels.add(t) {
-		// Shutting down: the 101 never reaches the client.
-		_ = up.Close()
+		// Shutting down: the 101 never reaches the client (releasing the
+		// exchange closes up).
 		ep.End(false)
 		st.ep = nil
 		s.reply(ctx, st, fasthttp.StatusServiceUnavailable, bodyNotReady)
@@ -117,6 +118,7 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx, st *handlerState, ep *balance
 		t.host = append([]byte(nil), x.host...)
 		t.path = append([]byte(nil), x.path...)
 	}
+	x.dedicated = nil // the tunnel's now
 	st.x = nil
 	x.release()
 
