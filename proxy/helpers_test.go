@@ -19,14 +19,14 @@ import (
 
 // harness is a proxy serving on 127.0.0.1 with a swappable snapshot.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *Server
 	reg  *balancer.Registry
 	snap atomic.Pointer[route.Snapshot]
 	addr string // proxy host:port
 }
 
-func newHarness(t *testing.T, mod func(*Config)) *harness {
+func newHarness(t testing.TB, mod func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t}
 	cfg := Config{
@@ -137,7 +137,7 @@ func (h *harness) raw(req string) (*http.Response, string) {
 
 // rawBackend serves every request on a keep-alive connection with the same
 // raw response bytes and records the raw request headers.
-func rawBackend(t *testing.T, response string) (addr string, got chan string) {
+func rawBackend(t testing.TB, response string) (addr string, got chan string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
