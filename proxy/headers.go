@@ -209,7 +209,7 @@ var (
 // hostByte marks the bytes a Host header may hold (RFC 3986 reg-name,
 // IPv4 and IP-literal, and the port): unreserved, sub-delims, '%' of
 // pct-encoding, ':' and the brackets. Not '@' (userinfo), '/', '?', '#',
-// '\\', space or controls.
+// backslash, space or controls.
 var hostByte = func() (t [256]bool) {
 	for _, c := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:[]") {
 		t[c] = true
