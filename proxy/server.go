@@ -546,7 +546,7 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 		x.path = append(x.path[:0], ctx.Path()...)
 	}
 	if upgrade && upgradable(req) {
-		s.upgrade(ctx, st, ep)
+		s.upgrade(ctx, st, b, ep)
 		return
 	}
 	// The endpoint is spoken to in HTTP/1.1 whatever the client's version,
@@ -585,7 +585,13 @@ func (s *Server) proxy(ctx *fasthttp.RequestCtx, st *handlerState) {
 		err = hc.Do(req, &x.resp)
 	}
 	if err != nil && isDialError(err) && len(b.Endpoints) > 1 {
-		ep, err = s.nextEndpoint(req, st, b, ep, len(host) == 0, err)
+		noHost := len(host) == 0
+		ep, err = s.nextEndpoint(st, b, ep, err, func(ep *balancer.Endpoint, hc *fasthttp.HostClient) error {
+			if noHost {
+				req.Header.SetHost(ep.Addr) // HTTP/1.0 without Host
+			}
+			return hc.Do(req, &x.resp)
+		})
 	}
 	if http10 {
 		req.Header.SetProtocolBytes(protoHTTP10)
@@ -669,18 +675,17 @@ func (x *exchange) sendUntilClose(ctx *fasthttp.RequestCtx) {
 // offered to when connecting fails (nginx's proxy_next_upstream_tries).
 const maxEndpointTries = 3
 
-// nextEndpoint sends a request whose connect to ep failed (err) to other
+// nextEndpoint offers a request whose connect to ep failed (err) to other
 // endpoints of b, each at most once, up to maxEndpointTries endpoints in
 // all: a pod that is gone or not listening while its EndpointSlice still
 // lists it (a crash, a node lost, the slice not yet updated) should cost
 // its clients nothing while its peers answer, as with nginx's default
 // proxy_next_upstream error timeout. Nothing of the request has been
 // written when a connect fails, body included, so any request may go to
-// another endpoint. It returns the endpoint of the last attempt and its
-// error; the endpoints that failed before it are ended as failures. noHost
-// is set when the request came without a Host (HTTP/1.0): it is sent with
-// the endpoint's address as Host.
-func (s *Server) nextEndpoint(req *fasthttp.Request, st *handlerState, b *route.Backend, ep *balancer.Endpoint, noHost bool, err error) (*balancer.Endpoint, error) {
+// another endpoint. try sends the request to an endpoint (which is begun
+// and in st.ep); nextEndpoint returns the endpoint of the last try and its
+// error, having ended the ones that failed before it as failures.
+func (s *Server) nextEndpoint(st *handlerState, b *route.Backend, ep *balancer.Endpoint, err error, try func(*balancer.Endpoint, *fasthttp.HostClient) error) (*balancer.Endpoint, error) {
 	var tried [maxEndpointTries]*balancer.Endpoint
 	tried[0] = ep
 	for n := 1; n < maxEndpointTries && n < len(b.Endpoints); n++ {
@@ -694,10 +699,7 @@ func (s *Server) nextEndpoint(req *fasthttp.Request, st *handlerState, b *route.
 		ep, tried[n] = next, next
 		ep.Begin()
 		st.ep = ep
-		if noHost {
-			req.Header.SetHost(ep.Addr)
-		}
-		if err = nhc.Do(req, &st.x.resp); err == nil || !isDialError(err) {
+		if err = try(ep, nhc); err == nil || !isDialError(err) {
 			break
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/edgegate/edgegate/balancer"
+	"github.com/edgegate/edgegate/route"
 )
 
 // Protocol upgrades (RFC 9110, 7.8), WebSocket being the common one.
@@ -44,10 +45,11 @@ func upgradable(req *fasthttp.Request) bool {
 }
 
 // upgrade serves an upgrade request whose header rewriteRequest has
-// already rewritten (x.sc.upgrade holds its Upgrade value), on endpoint ep.
+// already rewritten (x.sc.upgrade holds its Upgrade value), on endpoint ep
+// of backend b (others of b when the connect fails, as for any request).
 // Failures before the endpoint's answer map to statuses as for any
 // request.
-func (s *Server) upgrade(ctx *fasthttp.RequestCtx, st *handlerState, ep *balancer.Endpoint) {
+func (s *Server) upgrade(ctx *fasthttp.RequestCtx, st *handlerState, b *route.Backend, ep *balancer.Endpoint) {
 	x := st.x
 	req := &ctx.Request
 	// The pool's MaxConns does not see tunnels: bound them by the
@@ -63,6 +65,13 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx, st *handlerState, ep *balance
 	st.ep = ep
 	t0 := time.Now()
 	up, br, err := s.openUpgrade(ep.Addr, req, &x.resp)
+	if err != nil && isDialError(err) && len(b.Endpoints) > 1 {
+		ep, err = s.nextEndpoint(st, b, ep, err, func(ep *balancer.Endpoint, _ *fasthttp.HostClient) error {
+			var err error
+			up, br, err = s.openUpgrade(ep.Addr, req, &x.resp)
+			return err
+		})
+	}
 	if err != nil {
 		k := classifyErr(err)
 		ep.End(true)

@@ -750,3 +750,25 @@ func TestUpgradeMaxConnsPerEndpoint(t *testing.T) {
 	again.recv()
 	again.echo("room again")
 }
+
+// TestUpgradeNextEndpoint: a WebSocket handshake whose connect to the
+// picked endpoint fails goes to another endpoint of the backend, like any
+// request.
+func TestUpgradeNextEndpoint(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	pod := newWSPod(t)
+	h.publish([]route.Route{rt("ws.test", "/", route.Prefix, "ing", 0)}, be("ws", closedAddr(t), pod.addr, closedAddr(t)))
+	for i := range 4 {
+		ws := wsHandshake(t, dialPlain(t, h.addr), "ws.test", nil)
+		<-pod.reqs
+		if got := ws.recv(); got != wsHello {
+			t.Fatalf("handshake %d: server-initiated message %q", i, got)
+		}
+		ws.echo(fmt.Sprintf("message %d", i))
+		ws.c.Close()
+	}
+	if n := testutil.ToFloat64(h.srv.m.dialRetries); n < 2 {
+		t.Errorf("%v next-endpoint retries over 4 handshakes with 2 of 3 endpoints gone, want at least 2", n)
+	}
+}
