@@ -204,13 +204,20 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeText(w, http.StatusServiceUnavailable, reason)
 }
 
-func (s *Server) routeTable(w http.ResponseWriter, _ *http.Request) {
+// routeTable answers /routes: the whole table, or with ?host=NAME only that
+// host's rules, backends and certificate (a 10,000-Ingress table is
+// megabytes of JSON).
+func (s *Server) routeTable(w http.ResponseWriter, r *http.Request) {
 	snap := s.cfg.Snapshot()
 	if snap == nil {
 		s.writeJSON(w, http.StatusServiceUnavailable, errorBody{"no route snapshot yet"})
 		return
 	}
-	s.writeJSON(w, http.StatusOK, snap.View())
+	v := snap.View()
+	if q := r.URL.Query(); q.Has("host") {
+		v = v.ForHost(q.Get("host"))
+	}
+	s.writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) cluster(w http.ResponseWriter, _ *http.Request) {

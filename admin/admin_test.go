@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -329,5 +330,36 @@ func TestListenAndServeError(t *testing.T) {
 	s := newServer(t, Config{Listen: ln.Addr().String()})
 	if err := s.ListenAndServe(); err == nil || !strings.Contains(err.Error(), "admin: listen") {
 		t.Errorf("ListenAndServe on a used port = %v", err)
+	}
+}
+
+// /routes?host= answers only that host's part of the table.
+func TestRoutesForHost(t *testing.T) {
+	t.Parallel()
+	snap := testSnapshot(t)
+	h := newServer(t, Config{Snapshot: func() *route.Snapshot { return snap }}).Handler()
+	for path, want := range map[string][]string{
+		"/routes?host=A.Example.com": {"a.example.com"},
+		"/routes?host=":              {""},
+		"/routes?host=b.example.com": {},
+		"/routes":                    {"", "a.example.com"},
+	} {
+		rec := do(h, "GET", path)
+		var got struct {
+			Version uint64 `json:"version"`
+			Hosts   []struct {
+				Host string `json:"host"`
+			} `json:"hosts"`
+		}
+		if err := json.NewDecoder(rec.Body).Decode(&got); err != nil || rec.Code != 200 {
+			t.Fatalf("%s: %d %v", path, rec.Code, err)
+		}
+		var hosts []string
+		for _, hv := range got.Hosts {
+			hosts = append(hosts, hv.Host)
+		}
+		if !slices.Equal(hosts, want) && !(len(hosts) == 0 && len(want) == 0) || got.Version != 3 {
+			t.Errorf("%s: hosts %q version %d, want %q version 3", path, hosts, got.Version, want)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -134,6 +135,47 @@ func (s *Snapshot) View() View {
 		v.TLS = append(v.TLS, cv)
 	}
 	return v
+}
+
+// ForHost narrows v to one host, as an operator asks of a large table:
+// the rules of the table named host (case-insensitive: "*.example.com" for
+// a wildcard table, "" for the hostless rules), the backends those rules
+// and the default route use, and host's certificate and ACME entries.
+// Version, hash, build time and the default route stay.
+func (v View) ForHost(host string) View {
+	host = strings.ToLower(host)
+	out := v
+	out.Hosts = []HostView{}
+	used := make(map[string]bool)
+	if v.Default != nil {
+		used[v.Default.Backend] = true
+	}
+	for _, h := range v.Hosts {
+		if h.Host != host {
+			continue
+		}
+		out.Hosts = append(out.Hosts, h)
+		for _, r := range h.Routes {
+			used[r.Backend] = true
+		}
+	}
+	out.Backends = []BackendView{}
+	for _, b := range v.Backends {
+		if used[b.ID] {
+			out.Backends = append(out.Backends, b)
+		}
+	}
+	out.TLS = []CertView{}
+	for _, c := range v.TLS {
+		if c.Host == host {
+			out.TLS = append(out.TLS, c)
+		}
+	}
+	out.ACMEHosts = []string{}
+	if slices.Contains(v.ACMEHosts, host) {
+		out.ACMEHosts = append(out.ACMEHosts, host)
+	}
+	return out
 }
 
 func (s *Snapshot) routeView(r *Route) RouteView {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -152,4 +153,49 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestViewForHost: /routes?host= shows one host's table, the backends its
+// rules and the default route use, and its certificate and ACME entry.
+func TestViewForHost(t *testing.T) {
+	v := viewSnapshot().View()
+	ids := func(bs []BackendView) (out []string) {
+		for _, b := range bs {
+			out = append(out, b.ID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		host     string
+		hosts    int
+		backends []string
+		tls      int
+		acme     []string
+	}{
+		{"Shop.Example.com", 1, []string{"default/fallback:80", "shop/api:http", "shop/web:80"}, 1, nil},
+		{"*.example.com", 1, []string{"default/fallback:80", "shop/gone:80"}, 1, nil},
+		{"", 1, []string{"default/fallback:80"}, 0, nil},
+		{"b.example.com", 0, []string{"default/fallback:80"}, 0, []string{"b.example.com"}},
+		{"nowhere.test", 0, []string{"default/fallback:80"}, 0, nil},
+	} {
+		f := v.ForHost(tc.host)
+		if len(f.Hosts) != tc.hosts || (tc.hosts == 1 && f.Hosts[0].Host != strings.ToLower(tc.host)) {
+			t.Errorf("%q: hosts %+v", tc.host, f.Hosts)
+		}
+		if !equalStrings(ids(f.Backends), tc.backends) {
+			t.Errorf("%q: backends %v, want %v", tc.host, ids(f.Backends), tc.backends)
+		}
+		if len(f.TLS) != tc.tls || f.TLS == nil {
+			t.Errorf("%q: tls %+v, want %d", tc.host, f.TLS, tc.tls)
+		}
+		if !equalStrings(f.ACMEHosts, tc.acme) || f.ACMEHosts == nil {
+			t.Errorf("%q: acme hosts %v, want %v", tc.host, f.ACMEHosts, tc.acme)
+		}
+		if f.Version != v.Version || f.Hash != v.Hash || f.Default == nil {
+			t.Errorf("%q: version/hash/default not kept", tc.host)
+		}
+	}
+	if n := len(v.Hosts); n != 3 {
+		t.Errorf("ForHost changed the view it narrowed: %d hosts", n)
+	}
 }
