@@ -8,6 +8,7 @@
 #
 #   bash bench/run.sh            # 3 rounds of 10 s per target and profile, ~7 minutes
 #   QUICK=1 bash bench/run.sh    # 1 round of 5 s, ~1.5 minutes
+#   bash bench/run.sh -targets nginx,edgegate -b bin/evloop   # arguments go to bench/load
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -53,6 +54,7 @@ go build -o "$bindir/load" ./bench/load
 
 args=()
 [ "${QUICK:-}" = 1 ] && args+=(-quick)
+args+=("$@")
 step "bench/load ${args[*]}"
 # In the background so that a SIGINT or SIGTERM to this script reaches the
 # driver, which then stops everything it started.
