@@ -205,8 +205,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // edgegate_http_requests_total, edgegate_http_upstream_duration_seconds,
 // edgegate_http_bad_requests_total, edgegate_http_panics_total,
 // edgegate_http_upgraded_connections,
-// edgegate_upstream_errors_total and
-// edgegate_upstream_stale_retries_total. Reading them costs nothing per
+// edgegate_upstream_errors_total,
+// edgegate_upstream_stale_retries_total and
+// edgegate_upstream_next_endpoint_total. Reading them costs nothing per
 // request (atomics read at scrape time).
 func (s *Server) Collectors() []prometheus.Collector {
 	cs := s.m.collectors()
@@ -651,17 +652,17 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, st *handlerState, http10 bool
 // writes lengths or chunks, so the connection is taken over (hijacked) once
 // the handler returns: the header is written as built, without a length and
 // with Connection: close, then the body as it streams, then the connection
-// closes. x is ended by CloseWithError as on the ordinary path.
+// closes. x is ended by CloseWithError as on the ordinary path. (A HEAD
+// request never comes here: fasthttp reads no body stream for its answer.)
 func (x *exchange) sendUntilClose(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Response.Header
 	h.SetContentLength(-2) // "identity": no Content-Length, Transfer-Encoding or keep-alive
 	h.SetConnectionClose()
 	head := h.AppendBytes(nil)
-	head10 := ctx.IsHead()
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		var err error
-		if _, err = c.Write(head); err == nil && !head10 {
+		if _, err = c.Write(head); err == nil {
 			bw := bufio.NewWriterSize(c, writeBufSize)
 			if _, err = x.WriteTo(bw); err == nil {
 				err = bw.Flush()
