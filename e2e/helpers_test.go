@@ -507,3 +507,17 @@ func (e *env) olderThanNext(name string) {
 	}
 	time.Sleep(time.Until(ing.CreationTimestamp.Add(time.Second + 50*time.Millisecond)))
 }
+
+// waitCleanExit waits (up to 15 s) for the gateway, sent SIGINT or SIGTERM,
+// to exit with status 0.
+func (e *env) waitCleanExit() {
+	e.t.Helper()
+	select {
+	case <-e.gw.Done():
+		if err := e.gw.Err(); err != nil {
+			e.t.Fatalf("gateway exit: %v, want 0\n%s", err, e.gw.LogTail(20))
+		}
+	case <-time.After(15 * time.Second):
+		e.t.Fatal("gateway did not exit after the signal")
+	}
+}

@@ -180,14 +180,7 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	if err := (want{pod: "slow"}).check(r); err != nil {
 		t.Fatalf("in-flight request during shutdown: %v", err)
 	}
-	select {
-	case <-e.gw.Done():
-		if err := e.gw.Err(); err != nil {
-			t.Fatalf("gateway exit: %v, want 0\n%s", err, e.gw.LogTail(20))
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("gateway did not exit after SIGINT")
-	}
+	e.waitCleanExit()
 }
 
 func TestAPIServerLostKeepsRouting(t *testing.T) {

@@ -579,14 +579,7 @@ func TestTLSGracefulShutdownFinishesInFlight(t *testing.T) {
 	if err := (want{pod: "slow"}).check(r.response); err != nil {
 		t.Fatalf("in-flight https request during shutdown: %v", err)
 	}
-	select {
-	case <-e.gw.Done():
-		if err := e.gw.Err(); err != nil {
-			t.Fatalf("gateway exit: %v, want 0\n%s", err, e.gw.LogTail(20))
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("gateway did not exit after SIGINT")
-	}
+	e.waitCleanExit()
 	if c, err := net.DialTimeout("tcp", e.gw.HTTPSAddr, time.Second); err == nil {
 		c.Close()
 		t.Errorf("the HTTPS listener still accepts after exit")

@@ -135,14 +135,7 @@ func TestWebSocketTunnel(t *testing.T) {
 	if b, err := io.ReadAll(br); err != nil || len(b) > 0 {
 		t.Errorf("tunnel at shutdown: %q %v, want end of stream", b, err)
 	}
-	select {
-	case <-e.gw.Done():
-		if err := e.gw.Err(); err != nil {
-			t.Fatalf("gateway exit: %v, want 0\n%s", err, e.gw.LogTail(20))
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("gateway did not exit after SIGINT")
-	}
+	e.waitCleanExit()
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("shutdown with an open tunnel took %v", d)
 	}

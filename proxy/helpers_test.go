@@ -114,18 +114,27 @@ func (h *harness) get(host, path string) (int, string, http.Header) {
 	return resp.StatusCode, string(b), resp.Header
 }
 
-// raw sends raw bytes on a new connection and reads one response.
-func (h *harness) raw(req string) (*http.Response, string) {
+// send writes raw bytes on a new connection to the proxy, which has 10 s
+// for the whole exchange; the caller closes it.
+func (h *harness) send(req string) net.Conn {
 	h.t.Helper()
 	c, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, req); err != nil {
+		c.Close()
 		h.t.Fatal(err)
 	}
+	return c
+}
+
+// raw sends raw bytes on a new connection and reads one response.
+func (h *harness) raw(req string) (*http.Response, string) {
+	h.t.Helper()
+	c := h.send(req)
+	defer c.Close()
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		h.t.Fatalf("reading response: %v", err)
@@ -135,49 +144,58 @@ func (h *harness) raw(req string) (*http.Response, string) {
 	return resp, string(b)
 }
 
-// rawBackend serves every request on a keep-alive connection with the same
-// raw response bytes and records the raw request headers.
-func rawBackend(t testing.TB, response string) (addr string, got chan string) {
+// tcpPod is an endpoint on 127.0.0.1 that runs serve on each connection
+// it accepts, each on its own goroutine, until the test ends. serve closes
+// the connection when it is done with it.
+func tcpPod(t testing.TB, serve func(net.Conn)) (addr string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	got = make(chan string, 16)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					var sb strings.Builder
-					for {
-						line, err := br.ReadString('\n')
-						if err != nil {
-							return
-						}
-						sb.WriteString(line)
-						if line == "\r\n" {
-							break
-						}
-					}
-					select {
-					case got <- sb.String():
-					default:
-					}
-					if _, err := io.WriteString(c, response); err != nil {
-						return
-					}
-				}
-			}()
+			go serve(c)
 		}
 	}()
-	return ln.Addr().String(), got
+	return ln.Addr().String()
+}
+
+// rawBackend serves every request on a keep-alive connection with the same
+// raw response bytes and records the raw request headers.
+func rawBackend(t testing.TB, response string) (addr string, got chan string) {
+	t.Helper()
+	got = make(chan string, 16)
+	addr = tcpPod(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			var sb strings.Builder
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				sb.WriteString(line)
+				if line == "\r\n" {
+					break
+				}
+			}
+			select {
+			case got <- sb.String():
+			default:
+			}
+			if _, err := io.WriteString(c, response); err != nil {
+				return
+			}
+		}
+	})
+	return addr, got
 }
 
 // closedAddr returns a loopback address nothing listens on.

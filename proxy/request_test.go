@@ -21,20 +21,24 @@ import (
 // proxy sends until it closes the connection.
 func (h *harness) exchangeRaw(req string) string {
 	h.t.Helper()
-	c, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	c := h.send(req)
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
-		h.t.Fatal(err)
-	}
 	b, err := io.ReadAll(c)
 	if err != nil {
 		h.t.Fatalf("reading until close: %v (got %q)", err, b)
 	}
 	return string(b)
+}
+
+// bodyPod answers every request with answer and passes on the request
+// bodies it got.
+func bodyPod(t *testing.T, answer string) (addr string, bodies chan string) {
+	bodies = make(chan string, 32)
+	return backend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		io.WriteString(w, answer)
+	}), bodies
 }
 
 // splitResponse splits a raw response into its header lines (without the
@@ -229,12 +233,7 @@ func TestClassifyDialErrors(t *testing.T) {
 func TestNextEndpointAfterConnectFailure(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	bodies := make(chan string, 32)
-	live := backend(t, func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		bodies <- string(b)
-		io.WriteString(w, "live")
-	})
+	live, bodies := bodyPod(t, "live")
 	gone1, gone2, gone3 := closedAddr(t), closedAddr(t), closedAddr(t)
 	h.publish([]route.Route{
 		rt("mixed.test", "/", route.Prefix, "i", 0),
@@ -319,12 +318,7 @@ func TestBusyEndpointQueues(t *testing.T) {
 func TestContentLengthWithChunkedClosesConnection(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	bodies := make(chan string, 2)
-	pod := backend(t, func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		bodies <- string(b)
-		io.WriteString(w, "ok")
-	})
+	pod, bodies := bodyPod(t, "ok")
 	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("a", pod))
 
 	raw := h.exchangeRaw("POST / HTTP/1.1\r\nHost: x\r\ncontent-length: 40\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")

@@ -243,23 +243,12 @@ func TestFreshConnClosedNotRetried(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
 	var accepts atomic.Int32
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepts.Add(1)
-			readRawRequest(bufio.NewReader(c))
-			c.Close()
-		}
-	}()
-	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("up", ln.Addr().String()))
+	pod := tcpPod(t, func(c net.Conn) {
+		accepts.Add(1)
+		readRawRequest(bufio.NewReader(c))
+		c.Close()
+	})
+	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("up", pod))
 	if code, _, _ := h.get("x.test", "/"); code != 502 {
 		t.Errorf("status %d, want 502", code)
 	}

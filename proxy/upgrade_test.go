@@ -124,21 +124,8 @@ type wsPod struct {
 
 func newWSPod(t *testing.T) *wsPod {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	p := &wsPod{addr: ln.Addr().String(), reqs: make(chan *http.Request, 16), events: make(chan string, 16)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c)
-		}
-	}()
+	p := &wsPod{reqs: make(chan *http.Request, 16), events: make(chan string, 16)}
+	p.addr = tcpPod(t, p.serve)
 	return p
 }
 
@@ -438,38 +425,25 @@ func TestUpgradeTLS(t *testing.T) {
 // connection.
 func oneShotPod(t *testing.T, response string) (addr string, events chan string, reqs chan *http.Request) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	events, reqs = make(chan string, 16), make(chan *http.Request, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				reqs <- req
-				if response == "" { // silent: wait for the proxy to give up
-					io.Copy(io.Discard, br)
-					return
-				}
-				io.WriteString(c, response)
-				c.(*net.TCPConn).CloseWrite()
-				io.Copy(io.Discard, br)
-				events <- "eof"
-			}()
+	addr = tcpPod(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String(), events, reqs
+		reqs <- req
+		if response == "" { // silent: wait for the proxy to give up
+			io.Copy(io.Discard, br)
+			return
+		}
+		io.WriteString(c, response)
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, br)
+		events <- "eof"
+	})
+	return addr, events, reqs
 }
 
 func TestUpgradeRefused(t *testing.T) {
@@ -525,16 +499,7 @@ func TestUpgradeRefused(t *testing.T) {
 func TestUpgradePipelinedBytes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	pod := tcpPod(t, func(c net.Conn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
@@ -544,8 +509,8 @@ func TestUpgradePipelinedBytes(t *testing.T) {
 		// an echo of everything, starting with what followed the request.
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo/2\r\nConnection: upgrade\r\n\r\ngreeting")
 		io.Copy(c, br)
-	}()
-	h.publish([]route.Route{rt("", "/", route.Prefix, "ing", 0)}, be("foo", ln.Addr().String()))
+	})
+	h.publish([]route.Route{rt("", "/", route.Prefix, "ing", 0)}, be("foo", pod))
 
 	c := dialPlain(t, h.addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: foo/2\r\n\r\nearly")
@@ -625,22 +590,10 @@ func TestUpgradeErrors(t *testing.T) {
 // the connection without an answer.
 func closedAfterRequest(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			http.ReadRequest(bufio.NewReader(c))
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
+	return tcpPod(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		c.Close()
+	})
 }
 
 func TestUpgradeShutdownClosesTunnels(t *testing.T) {
