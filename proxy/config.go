@@ -34,6 +34,12 @@ type Config struct {
 	// bytes arrive (or IdleTimeout passes), holding no goroutine and no
 	// read buffer (Linux only). Default 1s; negative disables parking.
 	ParkIdleAfter time.Duration
+	// EventLoops, when positive, serves the plain-HTTP listener (Serve on
+	// a TCP listener, Linux) with that many event loops instead of a
+	// goroutine per connection; requests the loops do not serve themselves
+	// are handed, with their connection, to the goroutine server (see
+	// "Event loops" in the package doc). Default 0: goroutines only.
+	EventLoops int
 	// MaxHeaderBytes is the per-connection read buffer, which limits the
 	// request line plus headers; larger requests get 431. It also limits
 	// an endpoint's response headers (larger: 502). Default 16384.

@@ -81,6 +81,9 @@ type conn struct {
 	// an empty read buffer (for a plain conn, Read tells that from the
 	// length of p).
 	emptyWait bool
+	// prefix holds bytes an event loop read from the socket before it
+	// handed the connection over: Read returns them first.
+	prefix []byte
 }
 
 // errParked ends fasthttp's loop over a connection that is being parked.
@@ -157,6 +160,14 @@ func (d *ioDeadline) next() (time.Time, bool) {
 }
 
 func (c *conn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		if c.prefix = c.prefix[n:]; len(c.prefix) == 0 {
+			c.prefix = nil
+		}
+		c.served = false
+		return n, nil
+	}
 	if !c.parkAt.IsZero() && !c.emptyWait && (c.outer != nil || len(p) != c.park.bufSize) {
 		// Not the wait with an empty read buffer (the rest of a pipelined
 		// request): the idle deadline applies as set.

@@ -219,8 +219,15 @@ var hostByte = func() (t [256]bool) {
 
 // hasRawContentLength reports whether a raw request header block holds a
 // Content-Length field.
-func hasRawContentLength(raw []byte) bool {
-	const name = "content-length:"
+func hasRawContentLength(raw []byte) bool { return hasRawField(raw, "content-length:") }
+
+// hasRawTransferEncoding reports whether a raw request header block holds
+// a Transfer-Encoding field (whatever its value).
+func hasRawTransferEncoding(raw []byte) bool { return hasRawField(raw, "transfer-encoding:") }
+
+// hasRawField reports whether a raw header block has a line starting with
+// name (lower case, with its colon), in any case.
+func hasRawField(raw []byte, name string) bool {
 	for len(raw) > 0 {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {

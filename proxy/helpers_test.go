@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -34,6 +36,7 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
 		ConnectTimeout:  2 * time.Second,
 		ResponseTimeout: 10 * time.Second,
+		EventLoops:      testEventLoops(t),
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -58,6 +61,21 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 		<-done
 	})
 	return h
+}
+
+// testEventLoops is Config.EventLoops for the harness:
+// EDGEGATE_TEST_EVENT_LOOPS runs the whole suite on the event-loop front
+// end (make test does, in a second pass).
+func testEventLoops(t testing.TB) int {
+	v := os.Getenv("EDGEGATE_TEST_EVENT_LOOPS")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("EDGEGATE_TEST_EVENT_LOOPS=%q: %v", v, err)
+	}
+	return n
 }
 
 // publish builds and publishes a snapshot. backends are lists of endpoint

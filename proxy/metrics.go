@@ -217,6 +217,7 @@ type metrics struct {
 	staleRetries prometheus.Counter
 	dialRetries  prometheus.Counter
 	upgraded     prometheus.Gauge
+	handOffs     prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -251,6 +252,10 @@ func newMetrics() *metrics {
 			Name: "edgegate_http_upgraded_connections",
 			Help: "Client connections upgraded (WebSocket or another protocol) and tunnelled to an endpoint, open now.",
 		}),
+		handOffs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgegate_http_loop_handoffs_total",
+			Help: "Client connections an event loop handed to the goroutine server, for a request the loops do not serve themselves (a body, an upgrade, HTTP/1.0, a local answer).",
+		}),
 	}
 	for i := range m.upErr {
 		m.upErr[i] = m.upErrVec.WithLabelValues(errKindNames[i])
@@ -259,5 +264,5 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec, m.staleRetries, m.dialRetries, m.upgraded}
+	return []prometheus.Collector{m.requests, m.upstream, m.badRequests, m.panics, m.upErrVec, m.staleRetries, m.dialRetries, m.upgraded, m.handOffs}
 }

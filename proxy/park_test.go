@@ -35,6 +35,7 @@ func parkHarness(t *testing.T, idle time.Duration) *harness {
 		t.Skip("parking is Linux-only")
 	}
 	h := newHarness(t, func(c *Config) {
+		c.EventLoops = 0 // parking is the goroutine server's: loops hold idle connections themselves
 		c.ParkIdleAfter = testParkAfter
 		c.IdleTimeout = idle
 		c.ReadTimeout = idle
@@ -447,6 +448,7 @@ func TestParkWithoutReadTimeout(t *testing.T) {
 		t.Skip("parking is Linux-only")
 	}
 	h := newHarness(t, func(c *Config) {
+		c.EventLoops = 0 // parking is the goroutine server's: loops hold idle connections themselves
 		c.ParkIdleAfter = testParkAfter
 		c.ReadTimeout = -1
 	})

@@ -261,14 +261,15 @@ func TestMalformedRequests(t *testing.T) {
 func TestPanicRecovered(t *testing.T) {
 	t.Parallel()
 	var boom atomic.Bool
-	h := newHarness(t, nil)
-	inner := h.srv.cfg.Snapshot
-	h.srv.cfg.Snapshot = func() *route.Snapshot {
-		if boom.Load() {
-			panic("boom")
+	h := newHarness(t, func(c *Config) {
+		inner := c.Snapshot
+		c.Snapshot = func() *route.Snapshot {
+			if boom.Load() {
+				panic("boom")
+			}
+			return inner()
 		}
-		return inner()
-	}
+	})
 	ok := backend(t, named("ok"))
 	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("ok", ok))
 	boom.Store(true)

@@ -39,6 +39,10 @@ type Server struct {
 	parkStart sync.Once
 
 	tunnels tunnelSet // upgraded connections (upgrade.go)
+
+	frontsMu     sync.Mutex
+	fronts       []*front // event-loop front ends (loop_linux.go)
+	shuttingDown bool
 }
 
 // New validates cfg, applies its defaults and returns a Server that is not
@@ -152,6 +156,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.park != nil {
 		s.parkStart.Do(s.park.start)
 	}
+	if s.cfg.EventLoops > 0 {
+		if served, err := s.serveLoops(ln); served {
+			return err
+		}
+	}
 	return s.srv.Serve(&listener{Listener: ln, readIdle: s.cfg.ReadTimeout, writeIdle: s.cfg.WriteTimeout, park: s.park})
 }
 
@@ -193,11 +202,34 @@ func (s *Server) ListenAndServe() error {
 // closes the upgraded connections (WebSocket tunnels) and waits, until ctx
 // is done, for them to end.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.frontsMu.Lock()
+	s.shuttingDown = true
+	fronts := s.fronts
+	s.frontsMu.Unlock()
+	// The event loops first: they may still hand connections to the
+	// goroutine server while they drain.
+	var wg sync.WaitGroup
+	errs := make([]error, len(fronts))
+	for i, fr := range fronts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fr.shutdown(ctx)
+		}()
+	}
+	wg.Wait()
 	if s.park != nil {
 		s.park.close() // parked connections are idle ones
 	}
 	err := s.srv.ShutdownWithContext(ctx)
 	s.tunnels.shutdown(ctx)
+	if err == nil {
+		for _, e := range errs {
+			if e != nil {
+				return e
+			}
+		}
+	}
 	return err
 }
 

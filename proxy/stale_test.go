@@ -164,6 +164,17 @@ func TestStaleUpstreamConn(t *testing.T) {
 			lines: []string{"GET /one HTTP/1.1", "POST /two HTTP/1.1"},
 		},
 		{
+			name: "GET on a reused conn closed without an answer is retried",
+			first: func(b *scriptedBackend, c net.Conn, br *bufio.Reader) {
+				if line, err := readRawRequest(br); err == nil {
+					b.record(line) // and close: no byte of a response
+				}
+			},
+			method: "GET",
+			code:   200, resp: "fresh", accepts: 2, retries: 1,
+			lines: []string{"GET /one HTTP/1.1", "GET /two HTTP/1.1", "GET /two HTTP/1.1"},
+		},
+		{
 			name:  "POST with streamed body on idle-closed conn is not replayed",
 			first: closeIdle, method: "POST", body: "payload",
 			code: 502, accepts: 1, retries: 0,
@@ -202,7 +213,22 @@ func TestStaleUpstreamConn(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, func(c *Config) { c.ResponseTimeout = 500 * time.Millisecond })
+			h := newHarness(t, func(c *Config) {
+				c.ResponseTimeout = 500 * time.Millisecond
+				// Pools are per event loop, and the two requests come on
+				// two client connections, which two loops may serve.
+				c.EventLoops = min(c.EventLoops, 1)
+				if tc.body != "" {
+					// Event loops hand a request with a body to the
+					// goroutine server, whose pool the first request
+					// must have filled.
+					c.EventLoops = 0
+				}
+			})
+			// An event loop sees the endpoint close an idle pooled
+			// connection (end of stream) and drops it itself, unless the
+			// request is dispatched first: the retry may not be needed.
+			loose := h.srv.cfg.EventLoops > 0 && tc.accepts == 2 && strings.Contains(tc.name, "idle-closed")
 			b := newScriptedBackend(t, tc.first)
 			h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("up", b.addr))
 
@@ -227,7 +253,7 @@ func TestStaleUpstreamConn(t *testing.T) {
 			if n := b.accepts.Load(); n != tc.accepts {
 				t.Errorf("endpoint accepted %d connections, want %d", n, tc.accepts)
 			}
-			if n := testutil.ToFloat64(h.srv.m.staleRetries); n != tc.retries {
+			if n := testutil.ToFloat64(h.srv.m.staleRetries); !loose && n != tc.retries || n > tc.retries {
 				t.Errorf("stale retries %v, want %v", n, tc.retries)
 			}
 			if lines := b.requests(); strings.Join(lines, "|") != strings.Join(tc.lines, "|") {
@@ -290,7 +316,9 @@ func TestStaleRetryKeepAliveBackend(t *testing.T) {
 		waitPooled(t, h, ln.Addr().String())
 		waitFor(t, "endpoint closing the idle connection", func() bool { return closed.Load() == int32(i+1) })
 	}
-	if n := testutil.ToFloat64(h.srv.m.staleRetries); n != 2 {
+	// An event loop sees the endpoint close its idle connection and drops
+	// it, unless the next request was dispatched first: fewer retries.
+	if n := testutil.ToFloat64(h.srv.m.staleRetries); n != 2 && (h.srv.cfg.EventLoops == 0 || n > 2) {
 		t.Errorf("stale retries %v, want 2", n)
 	}
 }
