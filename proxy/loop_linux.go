@@ -126,7 +126,8 @@ type loop struct {
 	force atomic.Bool // close everything now
 
 	draining bool
-	clients  int // open client connections
+	clients  int           // open client connections
+	accepted atomic.Uint64 // client connections served, for tests
 	done     chan struct{}
 }
 
@@ -488,6 +489,7 @@ func (l *loop) newClient(fd int) {
 	}
 	c.gen = gen
 	l.clients++
+	l.accepted.Add(1)
 	l.setTimer(&c.t, tClientRead)
 }
 

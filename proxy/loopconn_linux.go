@@ -740,7 +740,9 @@ func (u *lupstream) forward() (done, ok bool) {
 			}
 			// An interim response (100, 103): skipped, as fasthttp's
 			// client does.
-			u.w = copy(u.in, body[end+4:])
+			if u.w = copy(u.in, body[end+4:]); u.w > 0 {
+				return u.forward()
+			}
 			return false, true
 		}
 		if c.head || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
