@@ -9,11 +9,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -86,22 +86,28 @@ type front struct {
 // loop is one event loop. Only its goroutine touches it, except inbox
 // (under mu) and the stop flags.
 type loop struct {
-	s     *Server
-	fr    *front
-	epfd  int
-	evfd  int // eventfd: inbox has sockets, or stop/force was set
-	lnReg bool
-	evs   []unix.EpollEvent
-	fds   []lhandler // by fd
-	gens  []int32    // registration generation by fd: stale events are skipped
-	gen   int32
-	epoch time.Time
-	now   time.Duration
-	tl    [numTimers]tlist
-	dur   [numTimers]time.Duration
-	pools map[*balancer.Endpoint]*lpool
-	swept time.Duration
-	cur   lhandler // being dispatched (panic recovery)
+	s    *Server
+	fr   *front
+	epfd int
+	pf   *os.File        // epfd, registered with the runtime's poller
+	prc  syscall.RawConn // pf's, to wait for epfd to be readable
+	// pollFn polls epfd into nready: bound once, so a wait allocates
+	// nothing.
+	pollFn func(uintptr) bool
+	nready int
+	evfd   int // eventfd: inbox has sockets, or stop/force was set
+	lnReg  bool
+	evs    []unix.EpollEvent
+	fds    []lhandler // by fd
+	gens   []int32    // registration generation by fd: stale events are skipped
+	gen    int32
+	epoch  time.Time
+	now    time.Duration
+	tl     [numTimers]tlist
+	dur    [numTimers]time.Duration
+	pools  map[*balancer.Endpoint]*lpool
+	swept  time.Duration
+	cur    lhandler // being dispatched (panic recovery)
 
 	req   fasthttp.RequestHeader
 	resp  fasthttp.ResponseHeader
@@ -119,6 +125,7 @@ type loop struct {
 	upBuf int
 	cbufs [][]byte // free client read buffers
 	ubufs [][]byte // free endpoint read buffers
+	obufs [][]byte // free client output buffers
 
 	mu    sync.Mutex
 	inbox []int
@@ -253,11 +260,26 @@ func newLoop(s *Server, fr *front, port []byte) (*loop, error) {
 		tUpResponse:  s.cfg.ResponseTimeout,
 		tUpIdle:      s.cfg.UpstreamIdleTimeout,
 	}
+	l.pollFn = func(fd uintptr) bool {
+		l.nready = l.poll(int(fd))
+		return l.nready > 0
+	}
 	l.req.DisableNormalizing()
 	l.resp.DisableNormalizing()
 	l.br = bufio.NewReaderSize(&l.rd, max(s.cfg.MaxHeaderBytes, l.upBuf)+16)
 	var err error
 	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("proxy: event loop: epoll: %w", err)
+	}
+	// Non-blocking, so that os.NewFile registers it with the runtime's
+	// poller (wait parks there).
+	if err = unix.SetNonblock(l.epfd, true); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("proxy: event loop: epoll: %w", err)
+	}
+	l.pf = os.NewFile(uintptr(l.epfd), "epoll")
+	if l.prc, err = l.pf.SyscallConn(); err != nil {
+		l.closeFDs()
 		return nil, fmt.Errorf("proxy: event loop: epoll: %w", err)
 	}
 	if l.evfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
@@ -285,7 +307,10 @@ func (l *loop) closeFDs() {
 		unix.Close(l.evfd)
 		l.evfd = -1
 	}
-	if l.epfd >= 0 {
+	if l.pf != nil {
+		l.pf.Close() // closes epfd
+		l.pf, l.epfd = nil, -1
+	} else if l.epfd >= 0 {
 		unix.Close(l.epfd)
 		l.epfd = -1
 	}
@@ -327,7 +352,6 @@ func (l *loop) detach(fd int) {
 }
 
 func (l *loop) run() {
-	runtime.LockOSThread()
 	defer close(l.done)
 	for {
 		n := l.wait()
@@ -385,30 +409,47 @@ func (l *loop) recovered(p any) {
 	}
 }
 
-// wait polls without blocking through a raw syscall (no scheduler
-// transition) and blocks, through the runtime, only when nothing is ready,
-// until the next timer is due.
+// wait returns the number of events ready in l.evs. It polls the loop's
+// epoll set without blocking (epoll_wait with timeout 0, as a raw system
+// call: no scheduler transition); when nothing is ready it parks the
+// goroutine in the runtime's poller, where the epoll set is itself
+// registered (it is readable while events are pending), until an event,
+// the next timer, or a second (pool sweeps). So an idle loop holds no P
+// and no thread, and a busy one never leaves user space to wait: a loop
+// blocked in epoll_wait itself would hold its P until the runtime's sysmon
+// took it back, which starves every other goroutine for up to 10ms at a
+// time when loops are as many as Ps.
 func (l *loop) wait() int {
-	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd),
-		uintptr(unsafe.Pointer(&l.evs[0])), uintptr(len(l.evs)), 0, 0, 0)
-	if e == 0 && r > 0 {
-		return int(r)
+	if n := l.poll(l.epfd); n > 0 {
+		return n
 	}
-	for {
-		n, err := unix.EpollWait(l.epfd, l.evs, l.waitMillis())
-		if err == nil {
-			return n
-		}
-		if err != unix.EINTR {
-			l.s.log.Error("proxy: event loop: epoll_wait", "err", err)
-			time.Sleep(10 * time.Millisecond)
-		}
+	d := l.untilNextTimer()
+	if d <= 0 {
+		return 0
 	}
+	_ = l.pf.SetReadDeadline(time.Now().Add(d))
+	l.nready = 0
+	err := l.prc.Read(l.pollFn)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		l.s.log.Error("proxy: event loop: wait", "err", err)
+		time.Sleep(10 * time.Millisecond)
+	}
+	return l.nready
 }
 
-// waitMillis is how long the loop may block: until the earliest timer
-// (rounded up to the millisecond), at most a second (pool sweeps).
-func (l *loop) waitMillis() int {
+// poll takes the ready events off the epoll set without waiting.
+func (l *loop) poll(epfd int) int {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd),
+		uintptr(unsafe.Pointer(&l.evs[0])), uintptr(len(l.evs)), 0, 0, 0)
+	if e != 0 {
+		return 0
+	}
+	return int(r)
+}
+
+// untilNextTimer is how long the loop may wait: until the earliest timer,
+// at most a second (pool sweeps).
+func (l *loop) untilNextTimer() time.Duration {
 	now := time.Since(l.epoch)
 	next := now + time.Second
 	for k := range l.tl {
@@ -416,10 +457,7 @@ func (l *loop) waitMillis() int {
 			next = h.at
 		}
 	}
-	if next <= now {
-		return 0
-	}
-	return int((next - now + time.Millisecond - 1) / time.Millisecond)
+	return next - now
 }
 
 // wakeup handles the eventfd: sockets handed over by another loop, and
@@ -630,6 +668,22 @@ func (l *loop) upstreamBuf() []byte {
 func (l *loop) putUpstreamBuf(b []byte) {
 	if len(l.ubufs) < 64 {
 		l.ubufs = append(l.ubufs, b)
+	}
+}
+
+// outBuf returns an empty buffer for a client's pending output.
+func (l *loop) outBuf() []byte {
+	if n := len(l.obufs); n > 0 {
+		b := l.obufs[n-1]
+		l.obufs = l.obufs[:n-1]
+		return b
+	}
+	return make([]byte, 0, 64<<10)
+}
+
+func (l *loop) putOutBuf(b []byte) {
+	if len(l.obufs) < 64 && cap(b) <= 1<<20 {
+		l.obufs = append(l.obufs, b[:0])
 	}
 }
 

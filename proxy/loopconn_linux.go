@@ -343,11 +343,13 @@ func (c *lclient) send(a, b, d, e []byte) {
 		c.close()
 		return
 	}
-	c.out, c.outPos = c.out[:0], 0
 	for _, p := range parts {
 		if n >= len(p) {
 			n -= len(p)
 			continue
+		}
+		if c.out == nil {
+			c.out, c.outPos = c.l.outBuf(), 0
 		}
 		c.out = append(c.out, p[n:]...)
 		n = 0
@@ -372,9 +374,9 @@ func (c *lclient) flush() bool {
 		c.outPos += n
 		c.l.setTimer(&c.t, tClientWrite) // progress: the limit starts again
 	}
-	c.out, c.outPos = c.out[:0], 0
-	if cap(c.out) > 64<<10 {
-		c.out = nil
+	if c.out != nil {
+		c.l.putOutBuf(c.out)
+		c.out, c.outPos = nil, 0
 	}
 	c.l.stopTimer(&c.t)
 	return true
@@ -443,7 +445,10 @@ func (c *lclient) forget() {
 		l.putClientBuf(c.in)
 		c.in = nil
 	}
-	c.out = nil
+	if c.out != nil {
+		l.putOutBuf(c.out)
+		c.out, c.outPos = nil, 0
+	}
 	l.clients--
 }
 

@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -47,7 +49,18 @@ func BenchmarkCopyResponseHeader(b *testing.B) {
 // fasthttp's in-memory listener, proxy -> fasthttp backend on loopback.
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, size := range []int{0, 1 << 10, 64 << 10} {
-		b.Run(byteSize(size), func(b *testing.B) { benchRoundTrip(b, size) })
+		b.Run(byteSize(size), func(b *testing.B) { benchRoundTrip(b, size, 0) })
+	}
+}
+
+// BenchmarkRoundTripLoops is BenchmarkRoundTrip through two event loops
+// (Config.EventLoops), the client on loopback TCP (loops serve sockets).
+func BenchmarkRoundTripLoops(b *testing.B) {
+	if runtime.GOOS != "linux" {
+		b.Skip("event loops are Linux-only")
+	}
+	for _, size := range []int{0, 1 << 10, 64 << 10} {
+		b.Run(byteSize(size), func(b *testing.B) { benchRoundTrip(b, size, 2) })
 	}
 }
 
@@ -58,7 +71,7 @@ func byteSize(n int) string {
 	return strconv.Itoa(n) + "B"
 }
 
-func benchRoundTrip(b *testing.B, size int) {
+func benchRoundTrip(b *testing.B, size, loops int) {
 	body := []byte(strings.Repeat("x", size))
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -69,7 +82,7 @@ func benchRoundTrip(b *testing.B, size int) {
 	defer bsrv.Shutdown()
 
 	var snap atomic.Pointer[route.Snapshot]
-	s, err := New(Config{Snapshot: snap.Load, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := New(Config{Snapshot: snap.Load, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), EventLoops: loops})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -79,16 +92,28 @@ func benchRoundTrip(b *testing.B, size int) {
 	sn, _ := route.New([]route.Route{rt("bench.test", "/", route.Prefix, "i", 0)}, []*route.Backend{bk}, nil)
 	snap.Store(sn)
 
-	ln := fasthttputil.NewInmemoryListener()
-	ln.SetLocalAddr(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80})
-	go s.Serve(ln)
-	defer s.srv.Shutdown()
+	dial := func(string) (net.Conn, error) { return nil, nil }
+	if loops > 0 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		go s.Serve(ln)
+		defer s.Shutdown(context.Background())
+		dial = func(string) (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }
+	} else {
+		ln := fasthttputil.NewInmemoryListener()
+		ln.SetLocalAddr(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80})
+		go s.Serve(ln)
+		defer s.srv.Shutdown()
+		dial = func(string) (net.Conn, error) {
+			return ln.DialWithLocalAddr(&net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5555})
+		}
+	}
 
 	client := &fasthttp.HostClient{
-		Addr: "bench.test",
-		Dial: func(string) (net.Conn, error) {
-			return ln.DialWithLocalAddr(&net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5555})
-		},
+		Addr:     "bench.test",
+		Dial:     dial,
 		MaxConns: 1024,
 	}
 	b.ReportAllocs()
