@@ -186,6 +186,45 @@
 // opened for it is closed afterwards; the client connection stays a
 // keep-alive one.
 //
+// # Event loops
+//
+// With Config.EventLoops > 0, Serve on a TCP listener (Linux) runs that
+// many event loops instead of fasthttp's goroutine per connection
+// (loop_linux.go, loopconn_linux.go). Each loop is a goroutine with its own
+// epoll set, client and endpoint sockets (registered once, edge-triggered,
+// non-blocking reads and writev as raw system calls), keep-alive pools per
+// endpoint and timers (a list per timeout kind: every timer of a kind has
+// the same duration, so the lists stay in deadline order and setting or
+// firing one is O(1)). Accepted sockets are spread round-robin over the
+// loops. A loop with nothing to do parks in the runtime's poller, where its
+// epoll set is registered, so it holds no thread and no P while idle, and
+// a busy loop never leaves user space to wait. Loops share nothing on the
+// request path but the route snapshot, the endpoints' counters and the
+// metrics, all atomics. A request served on a loop allocates nothing;
+// idle client and endpoint connections hold no buffer.
+//
+// A loop serves the common request itself, from header to last byte:
+// HTTP/1.1, origin-form target, a valid Host, no body, no upgrade, a route
+// with a ready endpoint, not a redirect or an ACME challenge, the endpoint
+// below MaxConnsPerEndpoint in flight. Its answer is the goroutine
+// server's, byte for byte but for the Date (the same header rewrite and
+// copy, framing and status mapping): a body of known length is forwarded
+// as it arrives, a chunked one verbatim (its trailers dropped), one
+// delimited by close re-chunked; connect failures go to other endpoints, a
+// reused connection found closed is retried once, and the timeouts are the
+// same. Every other request, with its connection and the bytes read so
+// far, is handed to the goroutine server (edgegate_http_loop_handoffs_total),
+// which serves it and the rest of that connection exactly as without loops:
+// request bodies, HTTP/1.0, upgrades, 4xx and 5xx answered at the edge,
+// redirects, oversized headers. TLS listeners always use the goroutine
+// server.
+//
+// Differences a client or endpoint may see: keep-alive pools are per loop,
+// so an endpoint sees up to EventLoops times as many idle connections; a
+// loop notices an endpoint closing an idle pooled connection and drops it
+// before reusing it; a panic in a loop closes that client connection
+// (answering 500 when nothing of the response was sent).
+//
 // # Not supported yet
 //
 // CONNECT is not proxied. Request and response trailers are dropped.
