@@ -11,7 +11,8 @@ type chunkScan struct {
 }
 
 const (
-	chSize        = iota // hex digits of a chunk size
+	chSize        = iota // first hex digit of a chunk size
+	chSizeDigits         // more hex digits of a chunk size
 	chExt                // a chunk extension, up to CR
 	chSizeLF             // LF ending the size line
 	chData               // size bytes of data
@@ -47,7 +48,7 @@ func (s *chunkScan) scan(p []byte) (n, fwd int, done, bad bool) {
 		ch := p[n]
 		n++
 		switch s.state {
-		case chSize:
+		case chSize, chSizeDigits:
 			switch {
 			case '0' <= ch && ch <= '9', 'a' <= ch|0x20 && ch|0x20 <= 'f':
 				d := int64(ch - '0')
@@ -57,6 +58,10 @@ func (s *chunkScan) scan(p []byte) (n, fwd int, done, bad bool) {
 				if s.size = s.size*16 + d; s.size > maxChunkSize {
 					return n, fwdOf(fwd, n), false, true
 				}
+				s.state = chSizeDigits
+			case s.state == chSize:
+				// chunk-size is 1*HEXDIG: no digit is not a last chunk.
+				return n, fwdOf(fwd, n), false, true
 			case ch == ';' || ch == ' ' || ch == '\t':
 				s.state = chExt
 			case ch == '\r':
@@ -65,8 +70,13 @@ func (s *chunkScan) scan(p []byte) (n, fwd int, done, bad bool) {
 				return n, fwdOf(fwd, n), false, true
 			}
 		case chExt:
-			if ch == '\r' {
+			switch ch {
+			case '\r':
 				s.state = chSizeLF
+			case '\n':
+				// A bare LF does not end the line, and forwarded it would
+				// end it early for a client that takes it for one.
+				return n, fwdOf(fwd, n), false, true
 			}
 		case chSizeLF:
 			if ch != '\n' {
