@@ -30,7 +30,8 @@ const maxChunkSize = 1 << 40
 // scan consumes p up to the end of the body. n bytes of p belong to the
 // body; the first fwd of them are to be forwarded (the rest belong to the
 // trailer section); done is set when the body ended with p[n-1]; bad on
-// malformed framing (n is then where it was found).
+// malformed framing (n is then just past the offending byte, and fwd
+// stops before it).
 func (s *chunkScan) scan(p []byte) (n, fwd int, done, bad bool) {
 	fwd = -1
 	if s.state >= chTrailer {
@@ -56,18 +57,18 @@ func (s *chunkScan) scan(p []byte) (n, fwd int, done, bad bool) {
 					d = int64(ch|0x20-'a') + 10
 				}
 				if s.size = s.size*16 + d; s.size > maxChunkSize {
-					return n, fwdOf(fwd, n), false, true
+					return n, fwdOf(fwd, n-1), false, true
 				}
 				s.state = chSizeDigits
 			case s.state == chSize:
 				// chunk-size is 1*HEXDIG: no digit is not a last chunk.
-				return n, fwdOf(fwd, n), false, true
+				return n, fwdOf(fwd, n-1), false, true
 			case ch == ';' || ch == ' ' || ch == '\t':
 				s.state = chExt
 			case ch == '\r':
 				s.state = chSizeLF
 			default:
-				return n, fwdOf(fwd, n), false, true
+				return n, fwdOf(fwd, n-1), false, true
 			}
 		case chExt:
 			switch ch {
@@ -76,11 +77,11 @@ func (s *chunkScan) scan(p []byte) (n, fwd int, done, bad bool) {
 			case '\n':
 				// A bare LF does not end the line, and forwarded it would
 				// end it early for a client that takes it for one.
-				return n, fwdOf(fwd, n), false, true
+				return n, fwdOf(fwd, n-1), false, true
 			}
 		case chSizeLF:
 			if ch != '\n' {
-				return n, fwdOf(fwd, n), false, true
+				return n, fwdOf(fwd, n-1), false, true
 			}
 			if s.state = chData; s.size == 0 {
 				// The last chunk: what follows is the trailer section.
@@ -89,7 +90,7 @@ func (s *chunkScan) scan(p []byte) (n, fwd int, done, bad bool) {
 			}
 		case chDataCR, chDataLF:
 			if ch != "\r\n"[s.state-chDataCR] {
-				return n, fwdOf(fwd, n), false, true
+				return n, fwdOf(fwd, n-1), false, true
 			}
 			if s.state++; s.state > chDataLF {
 				s.state = chSize
@@ -105,7 +106,7 @@ func (s *chunkScan) scan(p []byte) (n, fwd int, done, bad bool) {
 			}
 		case chEndLF:
 			if ch != '\n' {
-				return n, fwdOf(fwd, n), false, true
+				return n, fwdOf(fwd, n-1), false, true
 			}
 			return n, fwdOf(fwd, n), true, false
 		}
