@@ -107,7 +107,11 @@ type loop struct {
 	dur    [numTimers]time.Duration
 	pools  map[*balancer.Endpoint]*lpool
 	swept  time.Duration
-	cur    lhandler // being dispatched (panic recovery)
+	// again holds endpoint connections to pump on the next turn, after the
+	// events of this one (pumpBudget); againNext is its spare.
+	again, againNext []*lupstream
+	acceptAt         time.Duration // accepts paused until then (0: not paused)
+	cur              lhandler      // being dispatched (panic recovery)
 
 	req   fasthttp.RequestHeader
 	resp  fasthttp.ResponseHeader
@@ -357,6 +361,7 @@ func (l *loop) run() {
 		n := l.wait()
 		l.now = time.Since(l.epoch)
 		l.dispatch(n, 0)
+		l.runAgain()
 		l.expire()
 		if l.force.Load() {
 			l.abortAll()
@@ -397,6 +402,34 @@ func (l *loop) dispatch(n, from int) {
 	}
 }
 
+// runAgain goes on with the endpoint connections that stopped reading a
+// response for fairness (lupstream.pump's budget): edge-triggered, their
+// sockets will not be reported again while data waits in them.
+func (l *loop) runAgain() {
+	if len(l.again) == 0 {
+		return
+	}
+	l.again, l.againNext = l.againNext[:0], l.again
+	for i, u := range l.againNext {
+		l.againNext[i] = nil
+		if u.closed || u.c == nil {
+			continue
+		}
+		l.runOne(u)
+	}
+}
+
+func (l *loop) runOne(u *lupstream) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.recovered(p)
+		}
+	}()
+	l.cur = u
+	u.pump()
+	l.cur = nil
+}
+
 func (l *loop) recovered(p any) {
 	l.s.m.panics.Inc()
 	l.s.log.Error("proxy: panic in event loop", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -420,7 +453,7 @@ func (l *loop) recovered(p any) {
 // took it back, which starves every other goroutine for up to 10ms at a
 // time when loops are as many as Ps.
 func (l *loop) wait() int {
-	if n := l.poll(l.epfd); n > 0 {
+	if n := l.poll(l.epfd); n > 0 || len(l.again) > 0 {
 		return n
 	}
 	d := l.untilNextTimer()
@@ -452,6 +485,9 @@ func (l *loop) poll(epfd int) int {
 func (l *loop) untilNextTimer() time.Duration {
 	now := time.Since(l.epoch)
 	next := now + time.Second
+	if l.acceptAt > 0 && l.acceptAt < next {
+		next = l.acceptAt
+	}
 	for k := range l.tl {
 		if h := l.tl[k].head; h != nil && h.at < next {
 			next = h.at
@@ -488,9 +524,12 @@ func (l *loop) accept() {
 				continue
 			case unix.EAGAIN:
 			default:
-				// EMFILE and the like: the connection stays in the backlog;
-				// the level-triggered registration brings it back.
-				l.s.log.Error("proxy: event loop: accept", "err", err)
+				// EMFILE and the like: the connection stays in the
+				// backlog. The listener is level-triggered, so it would
+				// come straight back: stop accepting on this loop for a
+				// while, as net/http and fasthttp back off.
+				l.s.log.Error("proxy: event loop: accept failed; pausing accepts for 100ms", "err", err)
+				l.pauseAccept()
 			}
 			return
 		}
@@ -567,6 +606,33 @@ func (l *loop) closePools() {
 	}
 }
 
+// acceptPause is how long a loop stops accepting after accept failed for
+// want of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+const acceptPause = 100 * time.Millisecond
+
+func (l *loop) pauseAccept() {
+	if l.lnReg {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.fr.lnfd, nil)
+		l.lnReg = false
+	}
+	l.acceptAt = l.now + acceptPause
+}
+
+// resumeAccept registers the listener again once the pause is over.
+func (l *loop) resumeAccept() {
+	if l.acceptAt == 0 || l.now < l.acceptAt || l.draining {
+		return
+	}
+	l.acceptAt = 0
+	l.ev = unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(l.fr.lnfd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.fr.lnfd, &l.ev); err != nil {
+		l.s.log.Error("proxy: event loop: resuming accepts", "err", err)
+		l.acceptAt = l.now + acceptPause
+		return
+	}
+	l.lnReg = true
+}
+
 // Timers.
 
 func (l *loop) setTimer(n *tnode, k timerKind) {
@@ -617,6 +683,7 @@ func (l *loop) expire() {
 			l.fire(n.h, timerKind(k))
 		}
 	}
+	l.resumeAccept()
 	if l.now-l.swept >= time.Second {
 		l.swept = l.now
 		for ep, p := range l.pools {

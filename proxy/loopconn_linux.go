@@ -36,7 +36,6 @@ type lclient struct {
 	// The exchange in flight (up != nil, or ep != nil while a response
 	// timer or retry is pending).
 	up       *lupstream
-	reqAt    int    // where the request starts in in (until the response starts)
 	reqOut   []byte // the request header as sent to the endpoint
 	head     bool
 	b        *route.Backend
@@ -200,7 +199,7 @@ func (c *lclient) request(at, end int) {
 		return
 	}
 	l.stopTimer(&c.t)
-	c.r, c.reqAt = end, at
+	c.r = end
 	c.inFlight = true
 	c.closeAfter = c.closeAfter || closeReq || l.draining
 	c.head = head
@@ -661,11 +660,21 @@ func (u *lupstream) resume() {
 	u.pump()
 }
 
+// pumpBudget is how many reads one pump does before letting the loop's
+// other connections run: a fast endpoint streaming a large body to a fast
+// client would otherwise hold the loop until the body ends.
+const pumpBudget = 16
+
 // pump reads the response and forwards it until it is complete, the
-// endpoint has nothing more, or the client's socket pushes back.
+// endpoint has nothing more, the client's socket pushes back, or the
+// budget is spent (it then goes on in the loop's next turn).
 func (u *lupstream) pump() {
 	l := u.l
-	for u.c != nil {
+	for reads := 0; u.c != nil; reads++ {
+		if reads == pumpBudget {
+			l.again = append(l.again, u)
+			return
+		}
 		if u.c.pending() {
 			// Backpressure: the endpoint waits for the client, whose
 			// WriteTimeout runs meanwhile.
