@@ -111,6 +111,16 @@ type HTTPConfig struct {
 	// parking. Default 1s.
 	ParkIdleAfter Duration `toml:"park_idle_after"`
 
+	// EventLoops, when positive, serves the plain-HTTP listener with that
+	// many epoll event loops, each one goroutine locked to its own thread,
+	// instead of a goroutine per connection. The loops serve bodyless
+	// HTTP/1.1 requests end to end; HTTPS, WebSocket upgrades, requests
+	// with a body, HTTP/1.0 and local answers (404, 503, redirects) are
+	// still handed to the goroutine server. The gateway raises GOMAXPROCS
+	// to at least EventLoops+1. Linux only: ignored elsewhere. 0 turns the
+	// loops off; at most MaxEventLoops. Default 0.
+	EventLoops int `toml:"event_loops"`
+
 	// MaxHeaderBytes bounds the request line plus headers; larger requests
 	// get 431. Default 16384.
 	MaxHeaderBytes int `toml:"max_header_bytes"`
@@ -122,6 +132,11 @@ type HTTPConfig struct {
 	// AccessLog logs one line per request. Default false.
 	AccessLog bool `toml:"access_log"`
 }
+
+// MaxEventLoops is the largest http.event_loops. The design is about one
+// loop per core, and each loop is an OS thread: the bound catches a typo
+// before it becomes thousands of threads.
+const MaxEventLoops = 256
 
 // HTTPSConfig is the [https] section: the TLS client listener. Certificates
 // come from the kubernetes.io/tls Secrets the Ingresses name in spec.tls,
@@ -294,6 +309,7 @@ func Default() *Config {
 			WriteTimeout:    Duration(60 * time.Second),
 			IdleTimeout:     Duration(120 * time.Second), // longer than most client pools' idle time
 			ParkIdleAfter:   Duration(time.Second),       // busy connections never park
+			EventLoops:      0,                           // off: a goroutine per connection
 			MaxHeaderBytes:  16 << 10,                    // 16 KiB: large cookies fit, abuse does not
 			ShutdownTimeout: Duration(30 * time.Second),  // Kubernetes' default termination grace
 			AccessLog:       false,

@@ -26,6 +26,7 @@ func (c *Config) validate() []Problem {
 	v.nonNegative("http.read_timeout", c.HTTP.ReadTimeout)
 	v.nonNegative("http.write_timeout", c.HTTP.WriteTimeout)
 	v.nonNegative("http.park_idle_after", c.HTTP.ParkIdleAfter)
+	v.intRange("http.event_loops", c.HTTP.EventLoops, 0, MaxEventLoops)
 	v.positive("http.idle_timeout", c.HTTP.IdleTimeout)
 	v.positiveInt("http.max_header_bytes", c.HTTP.MaxHeaderBytes)
 	v.positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
@@ -193,6 +194,12 @@ func (v *validator) nonNegative(key string, d Duration) {
 func (v *validator) positiveInt(key string, n int) {
 	if n <= 0 {
 		v.add(key, "must be positive, got %d", n)
+	}
+}
+
+func (v *validator) intRange(key string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.add(key, "must be from %d to %d, got %d", lo, hi, n)
 	}
 }
 

@@ -131,6 +131,7 @@ func newEnvOn(t *testing.T, cp *controlplane.ControlPlane, opts ...func(*env, *g
 		Dir:             t.TempDir(),
 		Kubeconfig:      cp.Kubeconfig(),
 		KubernetesExtra: fmt.Sprintf("ingress_class = %q\n", e.class),
+		EventLoops:      testEventLoops(t),
 	}
 	for _, f := range opts {
 		f(e, &o)
@@ -149,6 +150,32 @@ func newEnvOn(t *testing.T, cp *controlplane.ControlPlane, opts ...func(*env, *g
 		}
 	})
 	return e
+}
+
+// testEventLoops is http.event_loops for every gateway the tests start:
+// EDGEGATE_TEST_EVENT_LOOPS=N runs the whole suite with the plain-HTTP
+// listener on N event loops (make test does, in a third pass). Tests that
+// write a config file of their own add the key with eventLoopsKey.
+func testEventLoops(t testing.TB) int {
+	t.Helper()
+	v := os.Getenv("EDGEGATE_TEST_EVENT_LOOPS")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		t.Fatalf("EDGEGATE_TEST_EVENT_LOOPS=%q: want a number of event loops", v)
+	}
+	return n
+}
+
+// eventLoopsKey is the [http] line for testEventLoops, or "" when it is 0.
+func eventLoopsKey(t testing.TB) string {
+	t.Helper()
+	if n := testEventLoops(t); n > 0 {
+		return fmt.Sprintf("event_loops = %d\n", n)
+	}
+	return ""
 }
 
 // network returns the shared pod network, or skips the test loudly when it

@@ -124,8 +124,10 @@ func TestCheckConfigAndBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.toml")
 	bad := filepath.Join(dir, "bad.toml")
-	os.WriteFile(good, []byte("[kubernetes]\nkubeconfig = \"/nonexistent/kubeconfig\"\n"), 0o600)
-	os.WriteFile(bad, []byte("[kubernetes]\nkubeconfig = \"/k\"\n\n[http]\nlisten = \":80\"\nlisten_typo = 3\n"), 0o600)
+	// The event_loops key goes last, so that the bad key stays on line 6.
+	loops := eventLoopsKey(t)
+	os.WriteFile(good, []byte("[kubernetes]\nkubeconfig = \"/nonexistent/kubeconfig\"\n[http]\n"+loops), 0o600)
+	os.WriteFile(bad, []byte("[kubernetes]\nkubeconfig = \"/k\"\n\n[http]\nlisten = \":80\"\nlisten_typo = 3\n"+loops), 0o600)
 
 	out, err := exec.Command(gatewayBin, "-check-config", "-config", good).CombinedOutput()
 	if err != nil {

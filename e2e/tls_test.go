@@ -530,7 +530,7 @@ func TestTLSPortClashFailsFast(t *testing.T) {
 	defer ln.Close()
 	gw, err := gatewayproc.Start(t.Context(), gatewayproc.Options{
 		Bin: gatewayBin, Dir: t.TempDir(), Kubeconfig: cp.Kubeconfig(),
-		HTTPSListen: ln.Addr().String(), NoWait: true,
+		HTTPSListen: ln.Addr().String(), NoWait: true, EventLoops: testEventLoops(t),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -20,10 +20,14 @@
 // For optimising, -profiles and -targets pick a subset, and -b runs a second
 // edgegate binary as target "edgegate-b" in the same interleaved rounds (an
 // A/B comparison on the same machine state); -env and -b-env set their
-// environments (GOMAXPROCS=1 ...). A subset run writes no results file
-// unless -out is given.
+// environments (GOMAXPROCS=1 ...). -event-loops N writes http.event_loops = N
+// into the config of target "edgegate" (the plain-HTTP listener on N event
+// loops; the gateway raises GOMAXPROCS to N+1 when lower); edgegate-b keeps
+// the default, so -b with a binary of this tree compares loops with
+// goroutines. A subset run writes no results file unless -out is given.
 //
 //	go run ./bench/load -profiles small -targets nginx,edgegate -b /tmp/edgegate-old
+//	go run ./bench/load -targets nginx,edgegate -event-loops 2
 package main
 
 import (
@@ -63,6 +67,7 @@ type options struct {
 	profiles, targets string   // comma-separated subsets; "" is all
 	bin, binB         string   // prebuilt edgegate binaries; bin "" builds one
 	env, envB         []string // extra environment of edgegate and edgegate-b
+	eventLoops        int      // http.event_loops of edgegate (not edgegate-b)
 }
 
 // listFlag is a comma-separated flag.Value.
@@ -100,7 +105,11 @@ func main() {
 	flag.StringVar(&o.binB, "b", "", "second edgegate binary, run as target edgegate-b")
 	flag.Var(listFlag{&o.env}, "env", "KEY=VALUE[,...] added to edgegate's environment")
 	flag.Var(listFlag{&o.envB}, "b-env", "KEY=VALUE[,...] added to edgegate-b's environment")
+	flag.IntVar(&o.eventLoops, "event-loops", 0, "http.event_loops of edgegate (plain HTTP on N event loops; 0 = off); edgegate-b keeps the default")
 	flag.Parse()
+	if o.eventLoops < 0 {
+		log.Fatalf("-event-loops: %d is negative (0 = off)", o.eventLoops)
+	}
 	for _, name := range strings.Split(o.profiles, ",") {
 		if name != "" && !slices.ContainsFunc(profiles, func(p profile) bool { return p.key == name }) {
 			log.Fatalf("-profiles: unknown profile %q (have small, 16k, hosts)", name)
@@ -238,7 +247,9 @@ func run(ctx context.Context, o options) error {
 	}
 	// Access log: off (the default, which gatewayproc does not change).
 	// Metrics and X-Forwarded-* headers are always on.
-	gw, err := gatewayproc.Start(ctx, gatewayproc.Options{Bin: bin, Dir: gwDir, Kubeconfig: cp.Kubeconfig(), LogLevel: "warn", Env: o.env})
+	gw, err := gatewayproc.Start(ctx, gatewayproc.Options{
+		Bin: bin, Dir: gwDir, Kubeconfig: cp.Kubeconfig(), LogLevel: "warn", Env: o.env, EventLoops: o.eventLoops,
+	})
 	if err != nil {
 		return err
 	}
@@ -247,7 +258,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	log.Printf("edgegate built and ready on %s (pid %d) in %s", gw.HTTPAddr, gwPID, since(step))
+	log.Printf("edgegate built and ready on %s (pid %d, event_loops %d) in %s", gw.HTTPAddr, gwPID, o.eventLoops, since(step))
 	var gwB *gatewayproc.Gateway
 	var gwBPID int
 	if o.binB != "" {

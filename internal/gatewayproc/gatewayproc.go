@@ -76,6 +76,9 @@ type Options struct {
 	// KubernetesExtra, HTTPExtra and AdminExtra are appended inside the
 	// [kubernetes], [http] and [admin] sections.
 	KubernetesExtra, HTTPExtra, AdminExtra string
+	// EventLoops, when positive, writes http.event_loops (the plain-HTTP
+	// listener on that many event loops); 0 leaves the key out.
+	EventLoops int
 	// LogLevel is the [log] level; default "debug".
 	LogLevel string
 	// Stdout, if set, also receives the gateway's log output.
@@ -124,6 +127,10 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 	case o.HTTPSListen == "":
 		o.HTTPSListen = FreeAddr()
 	}
+	httpKeys := o.HTTPExtra
+	if o.EventLoops > 0 {
+		httpKeys = fmt.Sprintf("event_loops = %d\n%s", o.EventLoops, httpKeys)
+	}
 	cfg := fmt.Sprintf(`[kubernetes]
 kubeconfig = %q
 %s
@@ -139,7 +146,7 @@ listen = %q
 %s
 [log]
 level = %q
-%s`, o.Kubeconfig, o.KubernetesExtra, o.HTTPListen, o.HTTPExtra, o.HTTPSListen, o.HTTPSExtra, o.AdminListen, o.AdminExtra, o.LogLevel, o.Extra)
+%s`, o.Kubeconfig, o.KubernetesExtra, o.HTTPListen, httpKeys, o.HTTPSListen, o.HTTPSExtra, o.AdminListen, o.AdminExtra, o.LogLevel, o.Extra)
 	path := filepath.Join(o.Dir, "gateway.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
