@@ -79,7 +79,6 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		}
 	}
 
-	raiseProcsForLoops(cfg.HTTP.EventLoops, logger)
 	pcfg := proxy.Config{
 		Listen:              cfg.HTTP.Listen,
 		ReadTimeout:         noLimitIfZero(time.Duration(cfg.HTTP.ReadTimeout)),
@@ -309,35 +308,6 @@ func buildInfo() prometheus.Collector {
 	})
 	g.Set(1)
 	return g
-}
-
-// raiseProcsForLoops raises GOMAXPROCS to loops+1 when it is lower and the
-// event loops run (Linux), and logs it. Each loop holds a P while it runs;
-// with no spare P the runtime's sysmon keeps retaking the P of a loop
-// blocked in epoll_wait (measured at about 15% CPU in bench/evloop).
-// Setting GOMAXPROCS also stops the runtime from adjusting it to the
-// container's CPU limit later.
-func raiseProcsForLoops(loops int, logger *slog.Logger) {
-	if runtime.GOOS != "linux" {
-		return // the proxy ignores EventLoops elsewhere
-	}
-	have := runtime.GOMAXPROCS(0)
-	want := procsForLoops(loops, have)
-	if want == have {
-		return
-	}
-	runtime.GOMAXPROCS(want)
-	logger.Info("raised GOMAXPROCS so that every event loop keeps a P and one is spare",
-		"from", have, "to", want, "event_loops", loops)
-}
-
-// procsForLoops is the GOMAXPROCS for loops event loops (0: off) when it is
-// procs now: at least loops+1, never lowered.
-func procsForLoops(loops, procs int) int {
-	if loops > 0 && procs < loops+1 {
-		return loops + 1
-	}
-	return procs
 }
 
 // parkIdleAfter maps http.park_idle_after to proxy.Config.ParkIdleAfter,

@@ -112,13 +112,12 @@ type HTTPConfig struct {
 	ParkIdleAfter Duration `toml:"park_idle_after"`
 
 	// EventLoops, when positive, serves the plain-HTTP listener with that
-	// many epoll event loops, each one goroutine locked to its own thread,
-	// instead of a goroutine per connection. The loops serve bodyless
-	// HTTP/1.1 requests end to end; HTTPS, WebSocket upgrades, requests
-	// with a body, HTTP/1.0 and local answers (404, 503, redirects) are
-	// still handed to the goroutine server. The gateway raises GOMAXPROCS
-	// to at least EventLoops+1. Linux only: ignored elsewhere. 0 turns the
-	// loops off; at most MaxEventLoops. Default 0.
+	// many epoll event loops instead of a goroutine per connection. The
+	// loops serve bodyless HTTP/1.1 requests end to end; HTTPS, WebSocket
+	// upgrades, requests with a body, HTTP/1.0 and local answers (404, 503,
+	// redirects) are still handed, with their connection, to the goroutine
+	// server. Linux only: ignored elsewhere. 0 turns the loops off; at most
+	// MaxEventLoops. Default 0.
 	EventLoops int `toml:"event_loops"`
 
 	// MaxHeaderBytes bounds the request line plus headers; larger requests

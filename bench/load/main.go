@@ -22,7 +22,7 @@
 // A/B comparison on the same machine state); -env and -b-env set their
 // environments (GOMAXPROCS=1 ...). -event-loops N writes http.event_loops = N
 // into the config of target "edgegate" (the plain-HTTP listener on N event
-// loops; the gateway raises GOMAXPROCS to N+1 when lower); edgegate-b keeps
+// loops); edgegate-b keeps
 // the default, so -b with a binary of this tree compares loops with
 // goroutines. A subset run writes no results file unless -out is given.
 //

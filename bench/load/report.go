@@ -91,8 +91,8 @@ func render(e env, o options, results []result, took time.Duration) string {
 	b.WriteString("- pods: two fasthttp servers in a network namespace behind a veth pair, the same for every target; `direct` is wrk to the first pod\n")
 	b.WriteString("- proxies: 2 workers (nginx `worker_processes 2`, haproxy `nbthread 2`, edgegate GOMAXPROCS = CPUs), upstream keep-alive, no access log, Host passed through, X-Forwarded-For/-Proto/-Host/-Port set; edgegate also counts every request in its Prometheus metrics (always on)\n")
 	if o.eventLoops > 0 {
-		fmt.Fprintf(&b, "- edgegate: `http.event_loops = %d` (plain HTTP served by %d event loops; GOMAXPROCS raised to %d when lower); edgegate-b, if any, has the default 0\n",
-			o.eventLoops, o.eventLoops, o.eventLoops+1)
+		fmt.Fprintf(&b, "- edgegate: `http.event_loops = %d` (plain HTTP served by %d event loops); edgegate-b, if any, has the default 0\n",
+			o.eventLoops, o.eventLoops)
 	}
 	b.WriteString("- 1,000 hosts: 1,000 extra Ingresses (one host each) for edgegate, 1,000 extra server blocks for nginx, a 1,000-entry host map for haproxy; wrk rotates over the 1,000 hosts (a Lua script with pre-formatted requests, also for `direct`; the script costs wrk throughput, so compare this profile's rows with each other, not with the other profiles)\n")
 	b.WriteString("- CPU: utime+stime of the proxy's processes (nginx: master and workers) per 100k requests; peak RSS: VmHWM summed over those processes, reset before each run\n")
