@@ -67,7 +67,8 @@ type options struct {
 	profiles, targets string   // comma-separated subsets; "" is all
 	bin, binB         string   // prebuilt edgegate binaries; bin "" builds one
 	env, envB         []string // extra environment of edgegate and edgegate-b
-	eventLoops        int      // http.event_loops of edgegate (not edgegate-b)
+	eventLoops        int      // http.event_loops of edgegate
+	eventLoopsB       int      // http.event_loops of edgegate-b
 }
 
 // listFlag is a comma-separated flag.Value.
@@ -105,10 +106,11 @@ func main() {
 	flag.StringVar(&o.binB, "b", "", "second edgegate binary, run as target edgegate-b")
 	flag.Var(listFlag{&o.env}, "env", "KEY=VALUE[,...] added to edgegate's environment")
 	flag.Var(listFlag{&o.envB}, "b-env", "KEY=VALUE[,...] added to edgegate-b's environment")
-	flag.IntVar(&o.eventLoops, "event-loops", 0, "http.event_loops of edgegate (plain HTTP on N event loops; 0 = off); edgegate-b keeps the default")
+	flag.IntVar(&o.eventLoops, "event-loops", 0, "http.event_loops of edgegate (plain HTTP on N event loops; 0 = off)")
+	flag.IntVar(&o.eventLoopsB, "b-event-loops", 0, "http.event_loops of edgegate-b")
 	flag.Parse()
-	if o.eventLoops < 0 {
-		log.Fatalf("-event-loops: %d is negative (0 = off)", o.eventLoops)
+	if o.eventLoops < 0 || o.eventLoopsB < 0 {
+		log.Fatalf("-event-loops %d, -b-event-loops %d: negative (0 = off)", o.eventLoops, o.eventLoopsB)
 	}
 	for _, name := range strings.Split(o.profiles, ",") {
 		if name != "" && !slices.ContainsFunc(profiles, func(p profile) bool { return p.key == name }) {
@@ -269,7 +271,7 @@ func run(ctx context.Context, o options) error {
 		// EDGEGATE_BENCH_PODS tells a -b binary that does not watch the API
 		// server (bench/evloop, a reference proxy) where the pods are.
 		envB := append([]string{"EDGEGATE_BENCH_PODS=" + pods[0].addr + "," + pods[1].addr}, o.envB...)
-		gwB, err = gatewayproc.Start(ctx, gatewayproc.Options{Bin: o.binB, Dir: d, Kubeconfig: cp.Kubeconfig(), LogLevel: "warn", Env: envB})
+		gwB, err = gatewayproc.Start(ctx, gatewayproc.Options{Bin: o.binB, Dir: d, Kubeconfig: cp.Kubeconfig(), LogLevel: "warn", Env: envB, EventLoops: o.eventLoopsB})
 		if err != nil {
 			return err
 		}
@@ -277,7 +279,7 @@ func run(ctx context.Context, o options) error {
 		if gwBPID, err = pidByCmdline(gwB.Config); err != nil {
 			return err
 		}
-		log.Printf("edgegate-b (%s) ready on %s (pid %d)", o.binB, gwB.HTTPAddr, gwBPID)
+		log.Printf("edgegate-b (%s) ready on %s (pid %d, event_loops %d)", o.binB, gwB.HTTPAddr, gwBPID, o.eventLoopsB)
 	}
 
 	podAddrs := []string{pods[0].addr, pods[1].addr}
