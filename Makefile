@@ -45,8 +45,9 @@ test: controlplane pebble vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	@echo "test: proxy and end-to-end tests again without -race: the raw-syscall socket I/O is compiled out under the race detector (~1-2 min)"
 	$(GO) test -count=1 -timeout 10m ./proxy/ ./e2e/
-	@echo "test: proxy and end-to-end tests again with -race, plain HTTP served by 2 event loops (EDGEGATE_TEST_EVENT_LOOPS=2) (~1-2 min)"
-	EDGEGATE_TEST_EVENT_LOOPS=2 $(GO) test -race -count=1 -timeout 10m ./proxy/ ./e2e/
+	@echo "test: the other plain-HTTP data path with -race: proxy tests on 2 event loops, end-to-end tests on the goroutine server (~1-2 min)"
+	EDGEGATE_TEST_EVENT_LOOPS=2 $(GO) test -race -count=1 -timeout 10m ./proxy/
+	EDGEGATE_TEST_EVENT_LOOPS=-1 $(GO) test -race -count=1 -timeout 10m ./e2e/
 
 # No end-to-end tests: no control plane needed.
 test-short: vet

@@ -85,7 +85,7 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		WriteTimeout:        noLimitIfZero(time.Duration(cfg.HTTP.WriteTimeout)),
 		IdleTimeout:         time.Duration(cfg.HTTP.IdleTimeout),
 		ParkIdleAfter:       parkIdleAfter(time.Duration(cfg.HTTP.ParkIdleAfter)),
-		EventLoops:          cfg.HTTP.EventLoops,
+		EventLoops:          cfg.HTTP.Loops(runtime.GOMAXPROCS(0)),
 		MaxHeaderBytes:      cfg.HTTP.MaxHeaderBytes,
 		ConnectTimeout:      time.Duration(cfg.Upstream.ConnectTimeout),
 		ResponseTimeout:     time.Duration(cfg.Upstream.ResponseTimeout),
@@ -172,7 +172,7 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	logger.Info("edgegate starting", "version", buildVersion(), "http", lns.http.Addr().String(), "https", httpsAddr,
 		"admin", lns.admin.Addr().String(), "acme", httpsOn && cfg.ACME.Enabled, "apiserver", restCfg.Host,
-		"ingress_class", cfg.Kubernetes.IngressClass, "event_loops", cfg.HTTP.EventLoops)
+		"ingress_class", cfg.Kubernetes.IngressClass, "event_loops", cfg.HTTP.Loops(runtime.GOMAXPROCS(0)))
 
 	serving = true
 	g, gctx := errgroup.WithContext(ctx)

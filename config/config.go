@@ -111,13 +111,14 @@ type HTTPConfig struct {
 	// parking. Default 1s.
 	ParkIdleAfter Duration `toml:"park_idle_after"`
 
-	// EventLoops, when positive, serves the plain-HTTP listener with that
-	// many epoll event loops instead of a goroutine per connection. The
-	// loops serve bodyless HTTP/1.1 requests end to end; HTTPS, WebSocket
-	// upgrades, requests with a body, HTTP/1.0 and local answers (404, 503,
-	// redirects) are still handed, with their connection, to the goroutine
-	// server. Linux only: ignored elsewhere. 0 turns the loops off; at most
-	// MaxEventLoops. Default 0.
+	// EventLoops is how many epoll event loops serve the plain-HTTP
+	// listener: 0 one per CPU the process may use (GOMAXPROCS), N > 0
+	// that many, -1 none (a goroutine per connection, as before the
+	// loops). The loops serve bodyless HTTP/1.1 requests end to end;
+	// HTTPS, WebSocket upgrades, requests with a body, HTTP/1.0 and local
+	// answers (404, 503, redirects) are handed, with their connection, to
+	// the goroutine server. Linux only: ignored elsewhere. At most
+	// MaxEventLoops. Default 0 (one per CPU).
 	EventLoops int `toml:"event_loops"`
 
 	// MaxHeaderBytes bounds the request line plus headers; larger requests
@@ -133,9 +134,24 @@ type HTTPConfig struct {
 }
 
 // MaxEventLoops is the largest http.event_loops. The design is about one
-// loop per core, and each loop is an OS thread: the bound catches a typo
-// before it becomes thousands of threads.
+// loop per core: the bound catches a typo before it becomes thousands of
+// loops.
 const MaxEventLoops = 256
+
+// EventLoopsOff is the http.event_loops value that turns the loops off.
+const EventLoopsOff = -1
+
+// Loops returns the number of event loops c.EventLoops asks for, given the
+// CPUs the process may use (procs): 0 when they are off.
+func (c HTTPConfig) Loops(procs int) int {
+	switch {
+	case c.EventLoops == EventLoopsOff:
+		return 0
+	case c.EventLoops == 0:
+		return max(procs, 1)
+	}
+	return c.EventLoops
+}
 
 // HTTPSConfig is the [https] section: the TLS client listener. Certificates
 // come from the kubernetes.io/tls Secrets the Ingresses name in spec.tls,
@@ -308,7 +324,7 @@ func Default() *Config {
 			WriteTimeout:    Duration(60 * time.Second),
 			IdleTimeout:     Duration(120 * time.Second), // longer than most client pools' idle time
 			ParkIdleAfter:   Duration(time.Second),       // busy connections never park
-			EventLoops:      0,                           // off: a goroutine per connection
+			EventLoops:      0,                           // one event loop per CPU
 			MaxHeaderBytes:  16 << 10,                    // 16 KiB: large cookies fit, abuse does not
 			ShutdownTimeout: Duration(30 * time.Second),  // Kubernetes' default termination grace
 			AccessLog:       false,

@@ -354,7 +354,7 @@ func TestProblems(t *testing.T) {
 		{
 			name: "event loops out of range",
 			in:   minimal + "[http]\nlisten = \":8080\"\nevent_loops = 257\n",
-			want: []string{`gateway.toml:5: http.event_loops: must be from 0 to 256, got 257`},
+			want: []string{`gateway.toml:5: http.event_loops: must be from -1 to 256, got 257`},
 		},
 		{
 			name: "event loops of the wrong type",
@@ -530,11 +530,12 @@ func TestValidation(t *testing.T) {
 		{"zero idle timeout", "kubeconfig = \"/k\"\n[http]\nidle_timeout = \"0s\"", "http.idle_timeout: must be positive"},
 		{"parking off", "kubeconfig = \"/k\"\n[http]\npark_idle_after = \"0s\"", ""},
 		{"negative park", "kubeconfig = \"/k\"\n[http]\npark_idle_after = \"-1s\"", "http.park_idle_after"},
-		{"event loops off", "kubeconfig = \"/k\"\n[http]\nevent_loops = 0", ""},
+		{"event loops per CPU", "kubeconfig = \"/k\"\n[http]\nevent_loops = 0", ""},
+		{"event loops off", "kubeconfig = \"/k\"\n[http]\nevent_loops = -1", ""},
 		{"event loops", "kubeconfig = \"/k\"\n[http]\nevent_loops = 2", ""},
 		{"most event loops", "kubeconfig = \"/k\"\n[http]\nevent_loops = 256", ""},
-		{"too many event loops", "kubeconfig = \"/k\"\n[http]\nevent_loops = 257", "http.event_loops: must be from 0 to 256, got 257"},
-		{"negative event loops", "kubeconfig = \"/k\"\n[http]\nevent_loops = -1", "http.event_loops: must be from 0 to 256, got -1"},
+		{"too many event loops", "kubeconfig = \"/k\"\n[http]\nevent_loops = 257", "http.event_loops: must be from -1 to 256, got 257"},
+		{"negative event loops", "kubeconfig = \"/k\"\n[http]\nevent_loops = -2", "http.event_loops: must be from -1 to 256, got -2"},
 		{"zero shutdown", "kubeconfig = \"/k\"\n[http]\nshutdown_timeout = \"0s\"", "http.shutdown_timeout: must be positive"},
 		{"zero header bytes", "kubeconfig = \"/k\"\n[http]\nmax_header_bytes = 0", "http.max_header_bytes: must be positive"},
 		{"named port", "kubeconfig = \"/k\"\n[http]\nlisten = \":http\"", `http.listen: ":http": port "http" is not a number`},
@@ -723,6 +724,21 @@ func TestDuration(t *testing.T) {
 		var back Duration
 		if err := back.UnmarshalText(text); err != nil || back != d {
 			t.Errorf("%q: MarshalText %q does not round-trip", tc.in, text)
+		}
+	}
+}
+
+func TestLoops(t *testing.T) {
+	for _, tc := range []struct{ eventLoops, procs, want int }{
+		{0, 2, 2}, // default: one per CPU
+		{0, 16, 16},
+		{0, 0, 1},
+		{EventLoopsOff, 2, 0},
+		{1, 8, 1},
+		{4, 2, 4},
+	} {
+		if got := (HTTPConfig{EventLoops: tc.eventLoops}).Loops(tc.procs); got != tc.want {
+			t.Errorf("event_loops = %d with %d CPUs: %d loops, want %d", tc.eventLoops, tc.procs, got, tc.want)
 		}
 	}
 }

@@ -26,7 +26,7 @@ func (c *Config) validate() []Problem {
 	v.nonNegative("http.read_timeout", c.HTTP.ReadTimeout)
 	v.nonNegative("http.write_timeout", c.HTTP.WriteTimeout)
 	v.nonNegative("http.park_idle_after", c.HTTP.ParkIdleAfter)
-	v.intRange("http.event_loops", c.HTTP.EventLoops, 0, MaxEventLoops)
+	v.intRange("http.event_loops", c.HTTP.EventLoops, EventLoopsOff, MaxEventLoops)
 	v.positive("http.idle_timeout", c.HTTP.IdleTimeout)
 	v.positiveInt("http.max_header_bytes", c.HTTP.MaxHeaderBytes)
 	v.positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)

@@ -154,8 +154,9 @@ func newEnvOn(t *testing.T, cp *controlplane.ControlPlane, opts ...func(*env, *g
 
 // testEventLoops is http.event_loops for every gateway the tests start:
 // EDGEGATE_TEST_EVENT_LOOPS=N runs the whole suite with the plain-HTTP
-// listener on N event loops (make test does, in a third pass). Tests that
-// write a config file of their own add the key with eventLoopsKey.
+// listener on N event loops, =-1 on the goroutine server (make test does,
+// in a third pass); unset, the gateway's default (a loop per CPU). Tests
+// that write a config file of their own add the key with eventLoopsKey.
 func testEventLoops(t testing.TB) int {
 	t.Helper()
 	v := os.Getenv("EDGEGATE_TEST_EVENT_LOOPS")
@@ -163,8 +164,8 @@ func testEventLoops(t testing.TB) int {
 		return 0
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		t.Fatalf("EDGEGATE_TEST_EVENT_LOOPS=%q: want a number of event loops", v)
+	if err != nil || n < -1 {
+		t.Fatalf("EDGEGATE_TEST_EVENT_LOOPS=%q: want a number of event loops, or -1 for none", v)
 	}
 	return n
 }
@@ -172,7 +173,7 @@ func testEventLoops(t testing.TB) int {
 // eventLoopsKey is the [http] line for testEventLoops, or "" when it is 0.
 func eventLoopsKey(t testing.TB) string {
 	t.Helper()
-	if n := testEventLoops(t); n > 0 {
+	if n := testEventLoops(t); n != 0 {
 		return fmt.Sprintf("event_loops = %d\n", n)
 	}
 	return ""

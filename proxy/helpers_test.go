@@ -64,8 +64,8 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 }
 
 // testEventLoops is Config.EventLoops for the harness:
-// EDGEGATE_TEST_EVENT_LOOPS runs the whole suite on the event-loop front
-// end (make test does, in a second pass).
+// EDGEGATE_TEST_EVENT_LOOPS=N runs the whole suite on N event loops (make
+// test does, in a third pass); unset or -1, on the goroutine server.
 func testEventLoops(t testing.TB) int {
 	v := os.Getenv("EDGEGATE_TEST_EVENT_LOOPS")
 	if v == "" {

@@ -20,11 +20,11 @@
 // For optimising, -profiles and -targets pick a subset, and -b runs a second
 // edgegate binary as target "edgegate-b" in the same interleaved rounds (an
 // A/B comparison on the same machine state); -env and -b-env set their
-// environments (GOMAXPROCS=1 ...). -event-loops N writes http.event_loops = N
-// into the config of target "edgegate" (the plain-HTTP listener on N event
-// loops); edgegate-b keeps
-// the default, so -b with a binary of this tree compares loops with
-// goroutines. A subset run writes no results file unless -out is given.
+// environments (GOMAXPROCS=1 ...). -event-loops and -b-event-loops write
+// http.event_loops into their configs (N loops, -1 the goroutine server, 0
+// or absent the default: one loop per CPU), so -b with a binary of this
+// tree and -b-event-loops -1 compares loops with goroutines. A subset run
+// writes no results file unless -out is given.
 //
 //	go run ./bench/load -profiles small -targets nginx,edgegate -b /tmp/edgegate-old
 //	go run ./bench/load -targets nginx,edgegate -event-loops 2
@@ -106,11 +106,11 @@ func main() {
 	flag.StringVar(&o.binB, "b", "", "second edgegate binary, run as target edgegate-b")
 	flag.Var(listFlag{&o.env}, "env", "KEY=VALUE[,...] added to edgegate's environment")
 	flag.Var(listFlag{&o.envB}, "b-env", "KEY=VALUE[,...] added to edgegate-b's environment")
-	flag.IntVar(&o.eventLoops, "event-loops", 0, "http.event_loops of edgegate (plain HTTP on N event loops; 0 = off)")
-	flag.IntVar(&o.eventLoopsB, "b-event-loops", 0, "http.event_loops of edgegate-b")
+	flag.IntVar(&o.eventLoops, "event-loops", 0, "http.event_loops of edgegate: N event loops, -1 none (goroutine per connection), 0 the default (one per CPU)")
+	flag.IntVar(&o.eventLoopsB, "b-event-loops", 0, "http.event_loops of edgegate-b, as -event-loops")
 	flag.Parse()
-	if o.eventLoops < 0 || o.eventLoopsB < 0 {
-		log.Fatalf("-event-loops %d, -b-event-loops %d: negative (0 = off)", o.eventLoops, o.eventLoopsB)
+	if o.eventLoops < -1 || o.eventLoopsB < -1 {
+		log.Fatalf("-event-loops %d, -b-event-loops %d: -1 (none), 0 (default) or a number of loops", o.eventLoops, o.eventLoopsB)
 	}
 	for _, name := range strings.Split(o.profiles, ",") {
 		if name != "" && !slices.ContainsFunc(profiles, func(p profile) bool { return p.key == name }) {

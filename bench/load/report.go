@@ -90,10 +90,11 @@ func render(e env, o options, results []result, took time.Duration) string {
 		o.threads, o.rounds, o.duration, o.warmup)
 	b.WriteString("- pods: two fasthttp servers in a network namespace behind a veth pair, the same for every target; `direct` is wrk to the first pod\n")
 	b.WriteString("- proxies: 2 workers (nginx `worker_processes 2`, haproxy `nbthread 2`, edgegate GOMAXPROCS = CPUs), upstream keep-alive, no access log, Host passed through, X-Forwarded-For/-Proto/-Host/-Port set; edgegate also counts every request in its Prometheus metrics (always on)\n")
-	if o.eventLoops > 0 {
-		fmt.Fprintf(&b, "- edgegate: `http.event_loops = %d` (plain HTTP served by %d event loops); edgegate-b, if any, has the default 0\n",
-			o.eventLoops, o.eventLoops)
+	fmt.Fprintf(&b, "- edgegate: plain HTTP served by %s", loopsText(o.eventLoops))
+	if o.binB != "" {
+		fmt.Fprintf(&b, "; edgegate-b by %s", loopsText(o.eventLoopsB))
 	}
+	b.WriteString("\n")
 	b.WriteString("- 1,000 hosts: 1,000 extra Ingresses (one host each) for edgegate, 1,000 extra server blocks for nginx, a 1,000-entry host map for haproxy; wrk rotates over the 1,000 hosts (a Lua script with pre-formatted requests, also for `direct`; the script costs wrk throughput, so compare this profile's rows with each other, not with the other profiles)\n")
 	b.WriteString("- CPU: utime+stime of the proxy's processes (nginx: master and workers) per 100k requests; peak RSS: VmHWM summed over those processes, reset before each run\n")
 	b.WriteString("- all of wrk, the proxy, the pods, etcd and kube-apiserver share the machine; errors are non-2xx responses plus wrk socket errors (connect, read, write, timeout after 2 s)\n\n")
@@ -148,3 +149,14 @@ func fmtDur(d time.Duration) string {
 }
 
 func fmtKB(kb uint64) string { return fmt.Sprintf("%.1f MiB", float64(kb)/1024) }
+
+// loopsText describes an http.event_loops value.
+func loopsText(n int) string {
+	switch {
+	case n < 0:
+		return "the goroutine server (`http.event_loops = -1`)"
+	case n == 0:
+		return "one event loop per CPU (the default `http.event_loops`)"
+	}
+	return fmt.Sprintf("%d event loops (`http.event_loops = %d`)", n, n)
+}

@@ -76,8 +76,9 @@ type Options struct {
 	// KubernetesExtra, HTTPExtra and AdminExtra are appended inside the
 	// [kubernetes], [http] and [admin] sections.
 	KubernetesExtra, HTTPExtra, AdminExtra string
-	// EventLoops, when positive, writes http.event_loops (the plain-HTTP
-	// listener on that many event loops); 0 leaves the key out.
+	// EventLoops, when not 0, writes http.event_loops (the plain-HTTP
+	// listener on that many event loops; -1: none); 0 leaves the key out
+	// (the default: one loop per CPU).
 	EventLoops int
 	// LogLevel is the [log] level; default "debug".
 	LogLevel string
@@ -128,7 +129,7 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 		o.HTTPSListen = FreeAddr()
 	}
 	httpKeys := o.HTTPExtra
-	if o.EventLoops > 0 {
+	if o.EventLoops != 0 {
 		httpKeys = fmt.Sprintf("event_loops = %d\n%s", o.EventLoops, httpKeys)
 	}
 	cfg := fmt.Sprintf(`[kubernetes]
