@@ -18,7 +18,7 @@ PEBBLE_VERSION := v2.10.1
 EDGEGATE_PEBBLE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgegate/pebble-$(PEBBLE_VERSION)
 export EDGEGATE_PEBBLE_DIR
 
-.PHONY: all build controlplane pebble test test-short vet fuzz demo bench bench-evloop bench-propagation bench-scale bench-idleconn bench-go clean clean-controlplane
+.PHONY: all build controlplane pebble test test-short vet fuzz demo bench bench-propagation bench-scale bench-idleconn bench-go clean clean-controlplane
 
 all: build
 
@@ -108,15 +108,6 @@ bench:
 	else \
 		echo "bench: no bench/run.sh yet"; \
 	fi
-
-# The event-loop reference proxy (bench/evloop, not the product) as a third
-# target next to nginx and edgegate in the same rounds, all profiles (needs
-# root; installs what make bench does). Prints the table, writes no results
-# file (bench/results/evloop.md records runs). ~5 minutes.
-bench-evloop:
-	@echo "bench-evloop: nginx, edgegate and the event-loop reference in the same rounds (~5 min, needs root)"
-	$(GO) build -o bin/evloop ./bench/evloop
-	bash bench/run.sh -targets nginx,edgegate -b bin/evloop
 
 clean:
 	rm -rf bin/ tmp/

@@ -8,7 +8,6 @@
 #
 #   bash bench/run.sh            # 3 rounds of 10 s per target and profile, ~7 minutes
 #   QUICK=1 bash bench/run.sh    # 1 round of 5 s, ~1.5 minutes
-#   bash bench/run.sh -targets nginx,edgegate -b bin/evloop   # arguments go to bench/load
 #   bash bench/run.sh -targets nginx,edgegate -b bin/edgegate -b-event-loops -1  # loops vs goroutines
 set -euo pipefail
 cd "$(dirname "$0")/.."

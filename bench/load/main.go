@@ -268,10 +268,7 @@ func run(ctx context.Context, o options) error {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return err
 		}
-		// EDGEGATE_BENCH_PODS tells a -b binary that does not watch the API
-		// server (bench/evloop, a reference proxy) where the pods are.
-		envB := append([]string{"EDGEGATE_BENCH_PODS=" + pods[0].addr + "," + pods[1].addr}, o.envB...)
-		gwB, err = gatewayproc.Start(ctx, gatewayproc.Options{Bin: o.binB, Dir: d, Kubeconfig: cp.Kubeconfig(), LogLevel: "warn", Env: envB, EventLoops: o.eventLoopsB})
+		gwB, err = gatewayproc.Start(ctx, gatewayproc.Options{Bin: o.binB, Dir: d, Kubeconfig: cp.Kubeconfig(), LogLevel: "warn", Env: o.envB, EventLoops: o.eventLoopsB})
 		if err != nil {
 			return err
 		}
