@@ -238,8 +238,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // edgegate_http_bad_requests_total, edgegate_http_panics_total,
 // edgegate_http_upgraded_connections,
 // edgegate_upstream_errors_total,
-// edgegate_upstream_stale_retries_total and
-// edgegate_upstream_next_endpoint_total. Reading them costs nothing per
+// edgegate_upstream_stale_retries_total,
+// edgegate_upstream_next_endpoint_total and
+// edgegate_http_loop_handoffs_total. Reading them costs nothing per
 // request (atomics read at scrape time).
 func (s *Server) Collectors() []prometheus.Collector {
 	cs := s.m.collectors()
