@@ -1,5 +1,6 @@
-// Package proxy owns edgegate's HTTP data path: the fasthttp front server,
-// the request handler, hop-by-hop and X-Forwarded-* header rewriting, the
+// Package proxy owns edgegate's HTTP data path: the event loops that serve
+// plain HTTP, the fasthttp front server behind them (and for TLS), the
+// request handler, hop-by-hop and X-Forwarded-* header rewriting, the
 // upstream round trip through a per-endpoint *fasthttp.HostClient, the
 // mapping of failures to HTTP status codes, panic recovery, the access log
 // and the data-path metrics.
@@ -198,7 +199,11 @@
 // firing one is O(1)). Accepted sockets are spread round-robin over the
 // loops. A loop with nothing to do parks in the runtime's poller, where its
 // epoll set is registered, so it holds no thread and no P while idle, and
-// a busy loop never leaves user space to wait. Loops share nothing on the
+// a busy loop never leaves user space to wait; a busy loop yields its P
+// every 500µs, so a goroutine queued behind it (another loop the poller
+// woke) does not wait for the runtime's 10ms preemption. An endpoint
+// connection reads at most 16 buffers per turn before the loop's other
+// connections get theirs. Loops share nothing on the
 // request path but the route snapshot, the endpoints' counters and the
 // metrics, all atomics. A request served on a loop allocates nothing;
 // idle client and endpoint connections hold no buffer.
