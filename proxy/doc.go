@@ -224,6 +224,12 @@
 // redirects, oversized headers. TLS listeners always use the goroutine
 // server.
 //
+// Shutdown drains the loops as it drains the goroutine server: the
+// listener is closed as soon as every loop has stopped accepting (new
+// connections are refused), idle connections are closed, requests in
+// flight finish with Connection: close, and connections handed to the
+// goroutine server are waited for like its own.
+//
 // Differences a client or endpoint may see: keep-alive pools are per loop,
 // so an endpoint sees up to EventLoops times as many idle connections; a
 // loop notices an endpoint closing an idle pooled connection and drops it

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -75,17 +76,20 @@ type lhandler interface {
 
 // front is the set of loops serving one listener.
 type front struct {
-	s      *Server
-	ln     net.Listener
-	lnfd   int // a duplicate of ln's socket, non-blocking
-	loops  []*loop
-	next   atomic.Uint32 // round-robin over the loops for accepted sockets
-	done   chan struct{} // closed when every loop has ended
-	closed sync.Once
+	s     *Server
+	ln    net.Listener
+	lnfd  int // a duplicate of ln's socket, non-blocking
+	loops []*loop
+	next  atomic.Uint32 // round-robin over the loops for accepted sockets
+	// drained counts the loops that stopped accepting (drain): the last
+	// one closes the listener.
+	drained atomic.Int32
+	done    chan struct{} // closed when every loop has ended
+	closed  sync.Once
 }
 
-// loop is one event loop. Only its goroutine touches it, except inbox
-// (under mu) and the stop flags.
+// loop is one event loop. Only its goroutine touches it, except inbox and
+// ended (under mu) and the stop flags.
 type loop struct {
 	s    *Server
 	fr   *front
@@ -135,6 +139,7 @@ type loop struct {
 
 	mu    sync.Mutex
 	inbox []int
+	ended bool        // under mu: the loop has ended, its eventfd is closed
 	stop  atomic.Bool // drain: stop accepting, finish what is in flight
 	force atomic.Bool // close everything now
 
@@ -201,6 +206,13 @@ func (s *Server) startFront(tl *net.TCPListener) (*front, error) {
 		}
 		fr.loops = append(fr.loops, l)
 	}
+	// The goroutine server serves the connections the loops hand off
+	// (ServeConn), but its Shutdown drains connections (waits for their
+	// requests, closes them when idle) only when it serves a listener:
+	// it gets one that accepts nothing, closed by its Shutdown.
+	hold := &holdListener{addr: tl.Addr(), serving: make(chan struct{}), closed: make(chan struct{})}
+	go func() { _ = s.srv.Serve(hold) }()
+	<-hold.serving
 	var wg sync.WaitGroup
 	for _, l := range fr.loops {
 		wg.Add(1)
@@ -217,6 +229,29 @@ func (s *Server) startFront(tl *net.TCPListener) (*front, error) {
 	s.fronts = append(s.fronts, fr)
 	return fr, nil
 }
+
+// holdListener is a listener that accepts no connection until it is
+// closed (see startFront).
+type holdListener struct {
+	addr        net.Addr
+	serving     chan struct{} // closed at the first Accept: Serve has registered it
+	servingOnce sync.Once
+	closed      chan struct{}
+	closeOnce   sync.Once
+}
+
+func (h *holdListener) Accept() (net.Conn, error) {
+	h.servingOnce.Do(func() { close(h.serving) })
+	<-h.closed
+	return nil, io.EOF
+}
+
+func (h *holdListener) Close() error {
+	h.closeOnce.Do(func() { close(h.closed) })
+	return nil
+}
+
+func (h *holdListener) Addr() net.Addr { return h.addr }
 
 // closeListener closes the listening socket (both descriptors): connections
 // not yet accepted are refused from then on.
@@ -324,8 +359,46 @@ func (l *loop) closeFDs() {
 
 // wake interrupts the loop's wait (any goroutine).
 func (l *loop) wake() {
-	one := [8]byte{1}
-	_, _ = unix.Write(l.evfd, one[:])
+	l.mu.Lock()
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+// wakeLocked is wake with l.mu held. An ended loop's eventfd is closed
+// (its number may be another file's by now): it is not written.
+func (l *loop) wakeLocked() {
+	if !l.ended {
+		one := [8]byte{1}
+		_, _ = unix.Write(l.evfd, one[:])
+	}
+}
+
+// give hands an accepted socket to l (any goroutine). A loop that has
+// ended takes nothing: the socket is closed.
+func (l *loop) give(fd int) {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		unix.Close(fd)
+		return
+	}
+	l.inbox = append(l.inbox, fd)
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+// end marks the loop ended, closes the sockets still in its inbox (handed
+// over by another loop after this one drained) and its own descriptors.
+func (l *loop) end() {
+	l.mu.Lock()
+	l.ended = true
+	in := l.inbox
+	l.inbox = nil
+	l.mu.Unlock()
+	for _, fd := range in {
+		unix.Close(fd)
+	}
+	l.closeFDs()
 }
 
 // add registers a connection socket, edge-triggered, once for its life,
@@ -367,12 +440,12 @@ func (l *loop) run() {
 		l.expire()
 		if l.force.Load() {
 			l.abortAll()
-			l.closeFDs()
+			l.end()
 			return
 		}
 		if l.draining && l.clients == 0 {
 			l.closePools()
-			l.closeFDs()
+			l.end()
 			return
 		}
 		if n > 0 && l.now-l.yielded >= yieldEvery {
@@ -551,10 +624,7 @@ func (l *loop) accept() {
 			l.newClient(fd)
 			continue
 		}
-		t.mu.Lock()
-		t.inbox = append(t.inbox, fd)
-		t.mu.Unlock()
-		t.wake()
+		t.give(fd)
 	}
 }
 
@@ -589,6 +659,12 @@ func (l *loop) drain() {
 	if l.lnReg {
 		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.fr.lnfd, nil)
 		l.lnReg = false
+	}
+	if int(l.fr.drained.Add(1)) == len(l.fr.loops) {
+		// No loop accepts any more: new connections are refused from now
+		// on, as the goroutine server's Shutdown does at once, rather than
+		// wait in the backlog until the last request in flight is done.
+		l.fr.closeListener()
 	}
 	for _, h := range l.fds {
 		if c, ok := h.(*lclient); ok {

@@ -294,7 +294,10 @@ func (c *lclient) connectFailed(k errKind) {
 // started: 502, or 504 for a timeout.
 func (c *lclient) upstreamFailed(k errKind) {
 	s := c.l.s
+	// Ended here: if the answer cannot be written (the client is gone),
+	// close must not end the exchange a second time.
 	c.ep.End(true)
+	c.ep = nil
 	s.m.upErr[k].Inc()
 	code, body := statusOf(k)
 	c.local(code, body, c.stats)
@@ -731,10 +734,12 @@ func (u *lupstream) forward() (done, ok bool) {
 	body := u.in[:u.w]
 	var hdr []byte
 	if !u.header {
-		end := bytes.Index(body, crlfcrlf)
+		// The header must end within MaxHeaderBytes (the goroutine
+		// server's read buffer), however much of it one read brought.
+		end := bytes.Index(body[:min(len(body), l.s.cfg.MaxHeaderBytes)], crlfcrlf)
 		if end < 0 {
-			if u.w >= l.s.cfg.MaxHeaderBytes || u.w == len(u.in) {
-				u.fail(errReset) // a header larger than MaxHeaderBytes: 502
+			if u.w >= l.s.cfg.MaxHeaderBytes || u.w == len(u.in) || l.badStatusLine(body) {
+				u.fail(errReset) // a header larger than MaxHeaderBytes, or not HTTP: 502
 				return false, false
 			}
 			return false, true // need more
@@ -824,6 +829,28 @@ func (u *lupstream) forward() (done, ok bool) {
 		return false, false
 	}
 	return done, true
+}
+
+// badStatusLine reports whether p, the start of a response header whose
+// end has not arrived, already has a complete first line that is not a
+// status line: the goroutine server's parser (fasthttp) rejects such an
+// answer (a banner of some other protocol, say) as soon as it has the
+// line, with a 502, rather than wait for ResponseTimeout. Empty lines
+// before it are skipped, as fasthttp does.
+func (l *loop) badStatusLine(p []byte) bool {
+	for {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return false
+		}
+		if i > 1 || i == 1 && p[0] != '\r' {
+			l.hdr = append(append(l.hdr[:0], p[:i+1]...), '\r', '\n')
+			l.rd.Reset(l.hdr)
+			l.br.Reset(&l.rd)
+			return l.resp.Read(l.br) != nil
+		}
+		p = p[i+1:]
+	}
 }
 
 // responseHeader builds the client's response header from the endpoint's
