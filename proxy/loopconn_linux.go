@@ -890,7 +890,7 @@ func (u *lupstream) finish() {
 		l.putUpstreamBuf(u.in)
 		u.in = nil
 	}
-	if u.closeAfter || l.draining {
+	if u.closeAfter || l.draining || u.hup { // hup: the endpoint closed it already
 		u.close()
 	} else {
 		u.idle, u.reused = true, true
