@@ -212,10 +212,12 @@
 // HTTP/1.1, origin-form target, a valid Host, no body, no upgrade, a route
 // with a ready endpoint, not a redirect or an ACME challenge, the endpoint
 // below MaxConnsPerEndpoint in flight. Its answer is the goroutine
-// server's, byte for byte but for the Date (the same header rewrite and
-// copy, framing and status mapping): a body of known length is forwarded
-// as it arrives, a chunked one verbatim (its trailers dropped), one
-// delimited by close re-chunked; connect failures go to other endpoints, a
+// server's: the same head, byte for byte but for the Date (the same header
+// rewrite and copy, framing and status mapping), and the same body. A body
+// of known length is forwarded as it arrives; a chunked one verbatim, with
+// the endpoint's chunk sizes and extensions where fasthttp would re-chunk
+// (its trailers dropped all the same); one delimited by close re-chunked.
+// Connect failures go to other endpoints, a
 // reused connection found closed is retried once, and the timeouts are the
 // same. Every other request, with its connection and the bytes read so
 // far, is handed to the goroutine server (edgegate_http_loop_handoffs_total),
