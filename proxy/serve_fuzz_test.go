@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -16,8 +17,21 @@ import (
 // FuzzServe sends arbitrary bytes to a serving proxy, as a client on the
 // wire would, and checks what a user would notice: the proxy never panics,
 // whatever it answers is an HTTP/1.1 response with a status code, and a
-// well-formed request on a new connection is served right after.
-func FuzzServe(f *testing.F) {
+// well-formed request on a new connection is served right after. It runs
+// on the harness's data path (the goroutine server unless
+// EDGEGATE_TEST_EVENT_LOOPS is set).
+func FuzzServe(f *testing.F) { fuzzServe(f, nil) }
+
+// FuzzServeLoops is FuzzServe on two event loops, which hand what they do
+// not serve to the goroutine server mid-connection.
+func FuzzServeLoops(f *testing.F) {
+	if runtime.GOOS != "linux" {
+		f.Skip("event loops are Linux-only")
+	}
+	fuzzServe(f, func(c *Config) { c.EventLoops = 2 })
+}
+
+func fuzzServe(f *testing.F, mod func(*Config)) {
 	for _, s := range []string{
 		"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
 		"GET / HTTP/1.0\r\n\r\n",
@@ -36,6 +50,9 @@ func FuzzServe(f *testing.F) {
 		c.ReadTimeout = 300 * time.Millisecond
 		c.IdleTimeout = 300 * time.Millisecond
 		c.ResponseTimeout = time.Second
+		if mod != nil {
+			mod(c)
+		}
 	})
 	pod, _ := rawBackend(f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	h.publish([]route.Route{rt("", "/", route.Prefix, "i", 0)}, be("a", pod))
