@@ -105,10 +105,11 @@ type HTTPConfig struct {
 	// moving either way. Default 120s.
 	IdleTimeout Duration `toml:"idle_timeout"`
 
-	// ParkIdleAfter is how long an idle keep-alive client connection (HTTP
-	// or HTTPS) keeps its goroutine and read buffer; after that it is
-	// parked until its next request arrives (Linux). "0s" disables
-	// parking. Default 1s.
+	// ParkIdleAfter is how long an idle keep-alive client connection of
+	// the goroutine server (HTTPS, and HTTP handed over by an event loop or
+	// with the loops off) keeps its goroutine and read buffer; after that
+	// it is parked until its next request arrives (Linux). Connections on
+	// the event loops hold neither. "0s" disables parking. Default 1s.
 	ParkIdleAfter Duration `toml:"park_idle_after"`
 
 	// EventLoops is how many epoll event loops serve the plain-HTTP
