@@ -133,9 +133,9 @@ type loop struct {
 	probe [1]byte
 	port  []byte // X-Forwarded-Port: the listener's port
 	upBuf int
-	cbufs [][]byte // free client read buffers
-	ubufs [][]byte // free endpoint read buffers
-	obufs [][]byte // free client output buffers
+	cbufs freeList // client read buffers (MaxHeaderBytes)
+	ubufs freeList // endpoint read buffers (upBuf)
+	obufs freeList // client output buffers (empty, 64 KiB capacity to start)
 
 	mu    sync.Mutex
 	inbox []int
@@ -301,6 +301,9 @@ func newLoop(s *Server, fr *front, port []byte) (*loop, error) {
 		tUpResponse:  s.cfg.ResponseTimeout,
 		tUpIdle:      s.cfg.UpstreamIdleTimeout,
 	}
+	l.cbufs = freeList{keep: 256, newBuf: func() []byte { return make([]byte, s.cfg.MaxHeaderBytes) }}
+	l.ubufs = freeList{keep: 64, newBuf: func() []byte { return make([]byte, l.upBuf) }}
+	l.obufs = freeList{keep: 64, maxCap: 1 << 20, newBuf: func() []byte { return make([]byte, 0, 64<<10) }}
 	l.pollFn = func(fd uintptr) bool {
 		l.nready = l.poll(int(fd))
 		return l.nready > 0
@@ -329,12 +332,7 @@ func newLoop(s *Server, fr *front, port []byte) (*loop, error) {
 	}
 	l.ev = unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.evfd)}
 	if err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.evfd, &l.ev); err == nil {
-		// Every loop waits on the listening socket; EPOLLEXCLUSIVE wakes
-		// one of them per connection, which spreads the accepted sockets
-		// round-robin over all loops (front.next).
-		l.ev = unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(fr.lnfd)}
-		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fr.lnfd, &l.ev)
-		l.lnReg = err == nil
+		err = l.listen()
 	}
 	if err != nil {
 		l.closeFDs()
@@ -656,10 +654,7 @@ func (l *loop) newClient(fd int) {
 // progress; the others close after their current response.
 func (l *loop) drain() {
 	l.draining = true
-	if l.lnReg {
-		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.fr.lnfd, nil)
-		l.lnReg = false
-	}
+	l.unlisten()
 	if int(l.fr.drained.Add(1)) == len(l.fr.loops) {
 		// No loop accepts any more: new connections are refused from now
 		// on, as the goroutine server's Shutdown does at once, rather than
@@ -703,11 +698,26 @@ const yieldEvery = 500 * time.Microsecond
 const acceptPause = 100 * time.Millisecond
 
 func (l *loop) pauseAccept() {
+	l.unlisten()
+	l.acceptAt = l.now + acceptPause
+}
+
+// listen registers the listening socket in the loop's epoll set. Every
+// loop waits on it; EPOLLEXCLUSIVE wakes one of them per connection, which
+// spreads the accepted sockets round-robin over all loops (front.next).
+func (l *loop) listen() error {
+	l.ev = unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(l.fr.lnfd)}
+	err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.fr.lnfd, &l.ev)
+	l.lnReg = err == nil
+	return err
+}
+
+// unlisten takes the listening socket out of the loop's epoll set.
+func (l *loop) unlisten() {
 	if l.lnReg {
 		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.fr.lnfd, nil)
 		l.lnReg = false
 	}
-	l.acceptAt = l.now + acceptPause
 }
 
 // resumeAccept registers the listener again once the pause is over.
@@ -716,13 +726,10 @@ func (l *loop) resumeAccept() {
 		return
 	}
 	l.acceptAt = 0
-	l.ev = unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(l.fr.lnfd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.fr.lnfd, &l.ev); err != nil {
+	if err := l.listen(); err != nil {
 		l.s.log.Error("proxy: event loop: resuming accepts", "err", err)
 		l.acceptAt = l.now + acceptPause
-		return
 	}
-	l.lnReg = true
 }
 
 // Timers.
@@ -800,49 +807,29 @@ func (l *loop) fire(h lhandler, k timerKind) {
 // request, an endpoint connection only while it has bytes of a response,
 // so idle keep-alive connections on both sides hold none.
 
-func (l *loop) clientBuf() []byte {
-	if n := len(l.cbufs); n > 0 {
-		b := l.cbufs[n-1]
-		l.cbufs = l.cbufs[:n-1]
+// freeList is a loop's stack of spare buffers of one kind, at most keep
+// of them and none of more than maxCap bytes (0: any); newBuf makes one
+// when it is empty.
+type freeList struct {
+	free   [][]byte
+	keep   int
+	maxCap int
+	newBuf func() []byte
+}
+
+func (f *freeList) get() []byte {
+	if n := len(f.free); n > 0 {
+		b := f.free[n-1]
+		f.free[n-1] = nil
+		f.free = f.free[:n-1]
 		return b
 	}
-	return make([]byte, l.s.cfg.MaxHeaderBytes)
+	return f.newBuf()
 }
 
-func (l *loop) putClientBuf(b []byte) {
-	if len(l.cbufs) < 256 {
-		l.cbufs = append(l.cbufs, b)
-	}
-}
-
-func (l *loop) upstreamBuf() []byte {
-	if n := len(l.ubufs); n > 0 {
-		b := l.ubufs[n-1]
-		l.ubufs = l.ubufs[:n-1]
-		return b
-	}
-	return make([]byte, l.upBuf)
-}
-
-func (l *loop) putUpstreamBuf(b []byte) {
-	if len(l.ubufs) < 64 {
-		l.ubufs = append(l.ubufs, b)
-	}
-}
-
-// outBuf returns an empty buffer for a client's pending output.
-func (l *loop) outBuf() []byte {
-	if n := len(l.obufs); n > 0 {
-		b := l.obufs[n-1]
-		l.obufs = l.obufs[:n-1]
-		return b
-	}
-	return make([]byte, 0, 64<<10)
-}
-
-func (l *loop) putOutBuf(b []byte) {
-	if len(l.obufs) < 64 && cap(b) <= 1<<20 {
-		l.obufs = append(l.obufs, b[:0])
+func (f *freeList) put(b []byte) {
+	if len(f.free) < f.keep && (f.maxCap == 0 || cap(b) <= f.maxCap) {
+		f.free = append(f.free, b)
 	}
 }
 

@@ -118,7 +118,7 @@ func (c *lclient) serve() {
 		case c.r == c.w:
 			c.r, c.w = 0, 0
 			if c.in != nil {
-				l.putClientBuf(c.in)
+				l.cbufs.put(c.in)
 				c.in = nil
 			}
 		case c.w == len(c.in) && c.r == 0:
@@ -134,7 +134,7 @@ func (c *lclient) serve() {
 			return
 		}
 		if c.in == nil {
-			c.in = l.clientBuf()
+			c.in = l.cbufs.get()
 		}
 		n, err := rawRead(c.fd, c.in[c.w:])
 		if err == unix.EAGAIN || err == unix.EINTR {
@@ -351,7 +351,7 @@ func (c *lclient) send(a, b, d, e []byte) {
 			continue
 		}
 		if c.out == nil {
-			c.out, c.outPos = c.l.outBuf(), 0
+			c.out, c.outPos = c.l.obufs.get(), 0
 		}
 		c.out = append(c.out, p[n:]...)
 		n = 0
@@ -377,7 +377,7 @@ func (c *lclient) flush() bool {
 		c.l.setTimer(&c.t, tClientWrite) // progress: the limit starts again
 	}
 	if c.out != nil {
-		c.l.putOutBuf(c.out)
+		c.l.obufs.put(c.out[:0])
 		c.out, c.outPos = nil, 0
 	}
 	c.l.stopTimer(&c.t)
@@ -444,11 +444,11 @@ func (c *lclient) forget() {
 	}
 	c.inFlight = false
 	if c.in != nil {
-		l.putClientBuf(c.in)
+		l.cbufs.put(c.in)
 		c.in = nil
 	}
 	if c.out != nil {
-		l.putOutBuf(c.out)
+		l.obufs.put(c.out[:0])
 		c.out, c.outPos = nil, 0
 	}
 	l.clients--
@@ -702,7 +702,7 @@ func (u *lupstream) pump() {
 			return
 		}
 		if u.in == nil {
-			u.in = l.upstreamBuf()
+			u.in = l.ubufs.get()
 		}
 		n, err := rawRead(u.fd, u.in[u.w:])
 		if err == unix.EAGAIN {
@@ -887,7 +887,7 @@ func (u *lupstream) finish() {
 	c.ep.End(false)
 	c.ep = nil
 	if u.w == 0 && u.in != nil {
-		l.putUpstreamBuf(u.in)
+		l.ubufs.put(u.in)
 		u.in = nil
 	}
 	if u.closeAfter || l.draining || u.hup { // hup: the endpoint closed it already
@@ -967,7 +967,7 @@ func (u *lupstream) close() {
 		u.idle = false
 	}
 	if u.in != nil {
-		l.putUpstreamBuf(u.in)
+		l.ubufs.put(u.in)
 		u.in = nil
 	}
 	u.p.open--
