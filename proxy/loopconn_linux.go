@@ -33,22 +33,23 @@ type lclient struct {
 	closeAfter bool // close once the current response is out
 	closed     bool
 
-	// The exchange in flight (up != nil, or ep != nil while a response
-	// timer or retry is pending).
-	up       *lupstream
-	reqOut   []byte // the request header as sent to the endpoint
-	head     bool
-	b        *route.Backend
-	ep       *balancer.Endpoint
-	stats    *routeStats
-	tried    [maxEndpointTries]*balancer.Endpoint
-	ntried   int
-	retried  bool // the stale-connection retry was used
-	start    time.Time
-	status   int
-	nbytes   int64
-	logMeta  []byte // method, host, path for the access log, NUL-separated
-	inFlight bool
+	// The exchange in flight (inFlight): its endpoint connection (up, nil
+	// between a failed connect and the next try) and its accounting.
+	up      *lupstream
+	reqOut  []byte // the request header as sent to the endpoint
+	head    bool
+	b       *route.Backend
+	ep      *balancer.Endpoint
+	stats   *routeStats
+	tried   [maxEndpointTries]*balancer.Endpoint
+	ntried  int
+	retried bool // the stale-connection retry was used
+	start   time.Time
+	status  int
+	nbytes  int64
+	// copies for the access log, filled only when it is enabled
+	method, host, path []byte
+	inFlight           bool
 }
 
 func (c *lclient) pending() bool { return c.outPos < len(c.out) }
@@ -185,7 +186,9 @@ func (c *lclient) request(at, end int) {
 	closeReq := h.ConnectionClose()
 	head := h.IsHead()
 	if s.cfg.AccessLog {
-		c.logMeta = append(append(append(append(append(c.logMeta[:0], h.Method()...), 0), h.Host()...), 0), l.uri.Path()...)
+		c.method = append(c.method[:0], h.Method()...)
+		c.host = append(c.host[:0], h.Host()...)
+		c.path = append(c.path[:0], l.uri.Path()...)
 	}
 	if rewriteRequest(h, &l.sc, c.ip, l.port, protoHTTP) {
 		l.handOff(c, c.in[at:c.w]) // an upgrade: tunnels are the goroutine server's
@@ -311,6 +314,14 @@ func (c *lclient) local(code int, body []byte, stats *routeStats) {
 		stats = &l.s.m.requests.unmatched
 	}
 	stats.inc(code)
+	c.status, c.nbytes = code, int64(len(body))
+	c.send(l.localHeader(code, body, c.closeAfter), body, nil, nil)
+	c.done()
+}
+
+// localHeader is the header of a plain-text answer of the loop's own, as
+// the goroutine server's reply writes it.
+func (l *loop) localHeader(code int, body []byte, closeConn bool) []byte {
 	o := &l.out
 	o.Reset()
 	o.DisableNormalizing()
@@ -318,13 +329,11 @@ func (c *lclient) local(code int, body []byte, stats *routeStats) {
 	o.SetStatusCode(code)
 	o.SetContentTypeBytes(textPlain)
 	o.SetContentLength(len(body))
-	if c.closeAfter {
+	if closeConn {
 		o.SetConnectionClose()
 	}
 	l.hdr = o.AppendBytes(l.hdr[:0])
-	c.status, c.nbytes = code, int64(len(body))
-	c.send(l.hdr, body, nil, nil)
-	c.done()
+	return l.hdr
 }
 
 // send writes the parts with one writev, keeping what the socket does not
@@ -408,15 +417,11 @@ func (c *lclient) done() {
 }
 
 func (c *lclient) logAccess() {
-	m := bytes.SplitN(c.logMeta, []byte{0}, 3)
-	for len(m) < 3 {
-		m = append(m, nil)
-	}
 	addr := ""
 	if c.ntried > 0 {
 		addr = c.tried[c.ntried-1].Addr
 	}
-	c.l.s.logAccess(m[0], m[1], m[2], c.status, time.Since(c.start), addr, c.nbytes)
+	c.l.s.logAccess(c.method, c.host, c.path, c.status, time.Since(c.start), addr, c.nbytes)
 }
 
 // close closes the connection and abandons an exchange in flight.
@@ -469,15 +474,7 @@ func (c *lclient) internalError() {
 		stats = &l.s.m.requests.unmatched
 	}
 	stats.inc(fasthttp.StatusInternalServerError)
-	o := &l.out
-	o.Reset()
-	o.SetNoDefaultContentType(true)
-	o.SetStatusCode(fasthttp.StatusInternalServerError)
-	o.SetContentTypeBytes(textPlain)
-	o.SetContentLength(len(bodyInternal))
-	o.SetConnectionClose()
-	l.hdr = o.AppendBytes(l.hdr[:0])
-	parts := [4][]byte{l.hdr, bodyInternal}
+	parts := [4][]byte{l.localHeader(fasthttp.StatusInternalServerError, bodyInternal, true), bodyInternal}
 	_, _ = l.writev(c.fd, &parts) // best effort: the connection closes next
 }
 
@@ -764,7 +761,7 @@ func (u *lupstream) forward() (done, ok bool) {
 			}
 			return false, true
 		}
-		if c.head || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
+		if bodiless(c.head, status) {
 			u.remaining = 0
 		} else {
 			switch cl := h.ContentLength(); {
@@ -853,6 +850,12 @@ func (l *loop) badStatusLine(p []byte) bool {
 	}
 }
 
+// bodiless reports whether a response has no body whatever its header
+// says: the answer to a HEAD, a 204, a 304.
+func bodiless(head bool, status int) bool {
+	return head || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified
+}
+
 // responseHeader builds the client's response header from the endpoint's
 // (l.resp) the way the goroutine server does (copyResponseHeader, then
 // fasthttp's framing and Date).
@@ -864,7 +867,7 @@ func (u *lupstream) responseHeader(status int) []byte {
 	o.SetNoDefaultContentType(true)
 	copyResponseHeader(o, &l.resp, &l.sc)
 	switch {
-	case u.remaining == 0 && (c.head || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified):
+	case bodiless(c.head, status):
 		// No body: the endpoint's Content-Length (if any) was copied.
 	case u.chunked || u.rechunk:
 		o.SetContentLength(-1)
