@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,21 +106,26 @@ func waitNoInFlight(t *testing.T, h *harness, addrs ...string) {
 	t.Helper()
 	for _, a := range addrs {
 		ep := h.reg.Acquire(a)
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		waitFor(t, "no request in flight at "+a, func() bool {
 			n := ep.InFlight()
-			if n == 0 {
-				break
-			}
 			if n < 0 {
 				t.Fatalf("endpoint %s: %d requests in flight: an exchange was ended more than once", a, n)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("endpoint %s: still %d requests in flight", a, n)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return n == 0
+		})
 	}
+}
+
+// shutdownAsync starts h's Shutdown with 5 s to drain; its result arrives
+// on the channel.
+func shutdownAsync(h *harness) chan error {
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut <- h.srv.Shutdown(ctx)
+	}()
+	return shut
 }
 
 // stripDate drops the Date line of a raw response head.
@@ -145,7 +151,7 @@ func readAllUntilClosed(c net.Conn, r io.Reader) (int64, error) {
 }
 
 func isConnReset(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe"))
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // streamPod answers every request with a body of size bytes, written in
@@ -630,12 +636,7 @@ func TestAdversarialShutdownInFlight(t *testing.T) {
 				t.Fatal("requests did not reach the endpoint")
 			}
 		}
-		shut := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			shut <- h.srv.Shutdown(ctx)
-		}()
+		shut := shutdownAsync(h)
 		// The idle connection closes without an answer.
 		if n, err := readAllUntilClosed(idle, ibr); n != 0 || err != nil {
 			t.Errorf("idle keep-alive connection at Shutdown: %d bytes, %v; want it closed", n, err)
@@ -687,12 +688,7 @@ func TestAdversarialShutdownRefusesNewConnectionsWhileDraining(t *testing.T) {
 		c, br := dialProxy(t, h)
 		io.WriteString(c, "GET /held HTTP/1.1\r\nHost: a.test\r\n\r\n")
 		<-arrived
-		shut := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			shut <- h.srv.Shutdown(ctx)
-		}()
+		shut := shutdownAsync(h)
 		refused := false
 		deadline := time.Now().Add(2 * time.Second)
 		for time.Now().Before(deadline) {
@@ -727,12 +723,7 @@ func TestAdversarialShutdownWaitsForHandedOffRequest(t *testing.T) {
 		c, br := dialProxy(t, h)
 		io.WriteString(c, "POST /held HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\nbody")
 		<-arrived
-		shut := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			shut <- h.srv.Shutdown(ctx)
-		}()
+		shut := shutdownAsync(h)
 		// Shutdown must not return before the request completes; give it
 		// the time it would take to return wrongly.
 		returned := false
